@@ -1,0 +1,694 @@
+"""Two-view image distortions of the Barlow Twins recipe, drawn per sample on the device.
+
+Keras core lacks RandomResizedCrop and RandomApply, and several core layers differ
+from the torchvision transforms the paper used (batch-level draws, other color
+jitter semantics, see ../shared/NOTES.md), so the recipe is built here from small
+layers that follow the Keras pattern: `get_random_transformation` draws per-sample
+parameters from a stateless seed, `transform_images` applies them deterministically.
+
+Resampling and blurring are written as batched matrix products
+(`rows @ image @ cols^T` with one `(out, in)` matrix per sample and axis): bicubic
+resizing of a different crop box per sample, the horizontal flip and a separable
+Gaussian blur of a different sigma per sample all become one einsum, which runs
+well on CPU and GPU and compiles under XLA.
+
+Images enter as uint8 or float in [0, 255] with shape `(B, H, W, 3)` and leave as
+float32 normalized with the ImageNet mean and standard deviation.
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+GRAYSCALE_WEIGHTS = (0.299, 0.587, 0.114)
+
+# The recipe of the paper (ImageNet) and the CIFAR recipe of solo-learn, as data.
+# Tuples of two are (view 1, view 2).
+PRESETS = {
+    "imagenet": dict(
+        crop_scale=(0.08, 1.0),
+        crop_ratio=(3 / 4, 4 / 3),
+        flip_probability=0.5,
+        jitter=(0.4, 0.4, 0.2, 0.1),
+        jitter_probability=0.8,
+        grayscale_probability=0.2,
+        blur_probability=(1.0, 0.1),
+        blur_sigma=(0.1, 2.0),
+        solarize_probability=(0.0, 0.2),
+    ),
+    "cifar": dict(
+        crop_scale=(0.08, 1.0),
+        crop_ratio=(3 / 4, 4 / 3),
+        flip_probability=0.5,
+        jitter=(0.4, 0.4, 0.2, 0.1),
+        jitter_probability=0.8,
+        grayscale_probability=0.2,
+        blur_probability=(0.0, 0.0),
+        blur_sigma=(0.1, 2.0),
+        solarize_probability=(0.0, 0.2),
+    ),
+}
+
+
+# ----------------------------------------------------------------------------------
+# Pure functions: images are float32 in [0, 1], shape (B, H, W, 3).
+
+
+def to_unit_range(images):
+    """uint8 or float images in [0, 255] -> float32 in [0, 1], same shape."""
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def rgb_to_grayscale(images):
+    """ITU-R 601 luma of `(B, H, W, 3)` images, shape `(B, H, W, 1)`."""
+    return tf.reduce_sum(images * tf.constant(GRAYSCALE_WEIGHTS), axis=-1, keepdims=True)
+
+
+def adjust_brightness(images, factor):
+    """Multiply by a per-sample `factor` of shape `(B,)`, clipped to [0, 1]."""
+    return _blend(images, tf.zeros_like(images), factor)
+
+
+def adjust_contrast(images, factor):
+    """Blend each image with the mean of its grayscale, torchvision style."""
+    mean = tf.reduce_mean(rgb_to_grayscale(images), axis=(1, 2, 3), keepdims=True)
+    return _blend(images, mean, factor)
+
+
+def adjust_saturation(images, factor):
+    """Blend each image with its own grayscale version, torchvision style."""
+    return _blend(images, rgb_to_grayscale(images), factor)
+
+
+def adjust_hue(images, delta):
+    """Rotate the hue by a per-sample `delta` of shape `(B,)`, in turns."""
+    hsv = tf.image.rgb_to_hsv(images)
+    hue = tf.math.floormod(hsv[..., :1] + delta[:, None, None, None], 1.0)
+    return tf.image.hsv_to_rgb(tf.concat([hue, hsv[..., 1:]], axis=-1))
+
+
+def solarize(images, threshold=0.5):
+    """Invert the pixels at or above `threshold` (PIL's solarize at 128/255)."""
+    return tf.where(images < threshold, images, 1.0 - images)
+
+
+def normalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Subtract the per-channel mean and divide by the standard deviation."""
+    return (images - tf.constant(mean)) / tf.constant(std)
+
+
+def apply_separable(images, rows, cols):
+    """Apply per-sample linear maps along the height and the width.
+
+    Args:
+        images: float32 `(B, H, W, C)`.
+        rows: float32 `(B, H_out, H)`.
+        cols: float32 `(B, W_out, W)`.
+
+    Returns:
+        float32 `(B, H_out, W_out, C)`: `rows[b] @ images[b] @ cols[b]^T` per channel.
+    """
+    resized = tf.einsum("boh,bhwc->bowc", rows, images)
+    return tf.einsum("bpw,bowc->bopc", cols, resized)
+
+
+def cubic_kernel(x, a=-0.5):
+    """Keys' cubic convolution kernel (PIL's bicubic uses a = -0.5), support [-2, 2]."""
+    x = tf.abs(x)
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    far = ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+    return tf.where(x < 1.0, near, tf.where(x < 2.0, far, tf.zeros_like(x)))
+
+
+def resize_matrices(in_size, out_size, start, length):
+    """Bicubic, antialiased resampling of a per-sample window to `out_size` pixels.
+
+    Matches PIL's `crop(box).resize(size, BICUBIC)` along one axis: when shrinking,
+    the kernel is stretched by the scale factor (antialiasing); input pixels outside
+    the window are not used and each row of weights sums to one.
+
+    Args:
+        in_size: int, pixels along the axis.
+        out_size: int, pixels of the output.
+        start: float32 `(B,)`, first pixel of the window.
+        length: float32 `(B,)`, pixels in the window.
+
+    Returns:
+        float32 `(B, out_size, in_size)`.
+    """
+    scale = (length / out_size)[:, None, None]
+    support_scale = tf.maximum(scale, 1.0)
+    centers = start[:, None, None] + (tf.range(out_size, dtype=tf.float32)[:, None] + 0.5) * scale
+    pixels = tf.range(in_size, dtype=tf.float32)[None, :] + 0.5  # pixel centers
+    weights = cubic_kernel((pixels - centers) / support_scale)
+    inside = (pixels >= start[:, None, None]) & (pixels < (start + length)[:, None, None])
+    weights = tf.where(inside, weights, 0.0)
+    return weights / tf.reduce_sum(weights, axis=-1, keepdims=True)
+
+
+def gaussian_matrices(size, sigma):
+    """Per-sample Gaussian blur along one axis as `(B, size, size)` matrices.
+
+    The kernel is not truncated; near the border it is renormalized over the pixels
+    inside the image.
+
+    Args:
+        size: int, pixels along the axis.
+        sigma: float32 `(B,)`, standard deviation in pixels.
+    """
+    positions = tf.range(size, dtype=tf.float32)
+    distance = positions[None, :, None] - positions[None, None, :]
+    weights = tf.exp(-0.5 * tf.square(distance / sigma[:, None, None]))
+    return weights / tf.reduce_sum(weights, axis=-1, keepdims=True)
+
+
+def sample_crop_boxes(seed, batch_size, height, width, scale, ratio, attempts=10):
+    """torchvision's `RandomResizedCrop.get_params`, drawn for every sample at once.
+
+    Up to `attempts` candidate boxes of area `U(scale) * H * W` and aspect ratio
+    `exp(U(log ratio))` are drawn per sample; the first that fits is used, else the
+    whole image is cropped to the nearest allowed aspect ratio (centered).
+
+    Args:
+        seed: int32 `(2,)` stateless seed.
+        batch_size: int or scalar tensor.
+        height, width: ints, image size.
+        scale, ratio: `(min, max)` floats.
+
+    Returns:
+        `(top, left, box_height, box_width)`, float32 `(B,)` each, integer valued.
+    """
+    area_seed, ratio_seed, top_seed, left_seed = _split(seed, 4)
+    shape = (batch_size, attempts)
+    area = height * width * _uniform(area_seed, shape, *scale)
+    log_ratio = _uniform(ratio_seed, shape, math.log(ratio[0]), math.log(ratio[1]))
+    aspect = tf.exp(log_ratio)
+    box_width = tf.round(tf.sqrt(area * aspect))
+    box_height = tf.round(tf.sqrt(area / aspect))
+    fits = (box_width > 0) & (box_width <= width) & (box_height > 0) & (box_height <= height)
+    first_fit = tf.argmax(tf.cast(fits, tf.int32), axis=1)
+    any_fit = tf.reduce_any(fits, axis=1)
+    box_height = tf.gather(box_height, first_fit, batch_dims=1)
+    box_width = tf.gather(box_width, first_fit, batch_dims=1)
+
+    fallback_height, fallback_width = _fallback_box(height, width, ratio)
+    box_height = tf.where(any_fit, box_height, fallback_height)
+    box_width = tf.where(any_fit, box_width, fallback_width)
+    top = tf.floor(_uniform(top_seed, (batch_size,), 0.0, 1.0) * (height - box_height + 1))
+    left = tf.floor(_uniform(left_seed, (batch_size,), 0.0, 1.0) * (width - box_width + 1))
+    top = tf.where(any_fit, top, float((height - fallback_height) // 2))
+    left = tf.where(any_fit, left, float((width - fallback_width) // 2))
+    return top, left, box_height, box_width
+
+
+def _fallback_box(height, width, ratio):
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        return float(round(width / min(ratio))), float(width)
+    if in_ratio > max(ratio):
+        return float(height), float(round(height * max(ratio)))
+    return float(height), float(width)
+
+
+def _blend(images, other, factor):
+    factor = factor[:, None, None, None]
+    return tf.clip_by_value(factor * images + (1.0 - factor) * other, 0.0, 1.0)
+
+
+def _uniform(seed, shape, low, high):
+    return tf.random.stateless_uniform(shape, seed, minval=low, maxval=high)
+
+
+def _bernoulli(seed, batch_size, probability):
+    return tf.random.stateless_uniform((batch_size,), seed) < probability
+
+
+def _split(seed, count):
+    return tf.unstack(tf.random.experimental.stateless_split(seed, count))
+
+
+# ----------------------------------------------------------------------------------
+# Layers.
+
+
+class RandomLayer(keras.layers.Layer):
+    """Base of the random layers: per-sample draws from a stateless seed.
+
+    `call(images, seed=None)` draws with `get_random_transformation(images, seed)`
+    and applies with `transform_images(images, transformation)`. Without `seed`, the
+    layer's own `keras.random.SeedGenerator` supplies one per call. `BarlowTwins`
+    passes an explicit seed derived from the training step and the replica, so
+    draws differ across steps and replicas and are reproducible after a restart.
+
+    Inputs and outputs are float32 images in [0, 1] of shape `(B, H, W, 3)`.
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, seed=None):
+        if seed is None:
+            seed = self.seed_generator.next()
+        seed = tf.cast(seed, tf.int32)
+        return self.transform_images(images, self.get_random_transformation(images, seed))
+
+    def get_random_transformation(self, images, seed):
+        raise NotImplementedError
+
+    def transform_images(self, images, transformation):
+        raise NotImplementedError
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+def _check_probability(name, value):
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"`{name}` must be between 0 and 1. Received: {name}={value}")
+
+
+def _check_range(name, value, low=0.0):
+    if len(value) != 2 or not low <= value[0] <= value[1]:
+        raise ValueError(
+            f"`{name}` must be a pair (min, max) with {low} <= min <= max. "
+            f"Received: {name}={value}"
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_barlow")
+class RandomResizedCrop(RandomLayer):
+    """Crop a random box per sample and resize it bicubically, optionally flipped.
+
+    torchvision's `RandomResizedCrop(size, scale, ratio, BICUBIC)` followed by
+    `RandomHorizontalFlip(flip_probability)`, with the flip folded into the
+    resampling matrices so that it costs nothing.
+
+    Args:
+        size: output height and width, int or `(height, width)`.
+        scale: range of the box area as a fraction of the image area.
+        ratio: range of the box aspect ratio (width / height).
+        flip_probability: chance of a horizontal flip per sample.
+        seed: int seed for calls without an explicit seed.
+
+    Input shape: `(B, H, W, 3)` float32 in [0, 1].
+    Output shape: `(B, size[0], size[1], 3)` float32 in [0, 1].
+    """
+
+    def __init__(
+        self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip_probability=0.0,
+        seed=None, **kwargs,
+    ):
+        super().__init__(seed=seed, **kwargs)
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        _check_range("scale", scale)
+        _check_range("ratio", ratio, low=1e-6)
+        _check_probability("flip_probability", flip_probability)
+        self.scale, self.ratio = tuple(scale), tuple(ratio)
+        self.flip_probability = flip_probability
+
+    def get_random_transformation(self, images, seed):
+        crop_seed, flip_seed = _split(seed, 2)
+        batch_size, height, width = _batch_height_width(images)
+        top, left, box_height, box_width = sample_crop_boxes(
+            crop_seed, batch_size, height, width, self.scale, self.ratio
+        )
+        flip = _bernoulli(flip_seed, batch_size, self.flip_probability)
+        return {"top": top, "left": left, "height": box_height, "width": box_width,
+                "flip": flip}
+
+    def transform_images(self, images, transformation):
+        _, height, width = _batch_height_width(images)
+        rows = resize_matrices(height, self.size[0], transformation["top"],
+                               transformation["height"])
+        cols = resize_matrices(width, self.size[1], transformation["left"],
+                               transformation["width"])
+        cols = tf.where(transformation["flip"][:, None, None], tf.reverse(cols, [1]), cols)
+        return tf.clip_by_value(apply_separable(images, rows, cols), 0.0, 1.0)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.size, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "scale": self.scale,
+                "ratio": self.ratio, "flip_probability": self.flip_probability}
+
+
+@keras.saving.register_keras_serializable(package="keras_barlow")
+class RandomColorJitter(RandomLayer):
+    """torchvision's `RandomApply([ColorJitter(b, c, s, h)], p)`, drawn per sample.
+
+    Brightness, contrast and saturation factors are drawn from
+    `U(max(0, 1 - x), 1 + x)`, the hue shift from `U(-h, h)` (in turns), and the
+    four adjustments are applied in a random order per sample, each clipped to
+    [0, 1], as torchvision does. Keras' own `RandomColorJitter` has other semantics
+    (additive brightness, fixed order).
+
+    Args:
+        brightness, contrast, saturation: jitter strengths, >= 0.
+        hue: hue jitter strength, in [0, 0.5].
+        probability: chance that a sample is jittered at all.
+        seed: int seed for calls without an explicit seed.
+
+    Input shape: `(B, H, W, 3)` float32 in [0, 1]. Output shape: the same.
+    """
+
+    def __init__(self, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
+                 probability=0.8, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        for name, value in (("brightness", brightness), ("contrast", contrast),
+                            ("saturation", saturation)):
+            if value < 0:
+                raise ValueError(f"`{name}` must be >= 0. Received: {name}={value}")
+        if not 0.0 <= hue <= 0.5:
+            raise ValueError(f"`hue` must be between 0 and 0.5. Received: hue={hue}")
+        _check_probability("probability", probability)
+        self.brightness, self.contrast = brightness, contrast
+        self.saturation, self.hue = saturation, hue
+        self.probability = probability
+
+    def get_random_transformation(self, images, seed):
+        batch_size = tf.shape(images)[0]
+        seeds = _split(seed, 6)
+
+        def factor(seed, strength):
+            return _uniform(seed, (batch_size,), max(0.0, 1.0 - strength), 1.0 + strength)
+
+        return {
+            "brightness": factor(seeds[0], self.brightness),
+            "contrast": factor(seeds[1], self.contrast),
+            "saturation": factor(seeds[2], self.saturation),
+            "hue": _uniform(seeds[3], (batch_size,), -self.hue, self.hue),
+            "order": tf.argsort(tf.random.stateless_uniform((batch_size, 4), seeds[4])),
+            "apply": _bernoulli(seeds[5], batch_size, self.probability),
+        }
+
+    def transform_images(self, images, transformation):
+        adjustments = (
+            lambda x: adjust_brightness(x, transformation["brightness"]),
+            lambda x: adjust_contrast(x, transformation["contrast"]),
+            lambda x: adjust_saturation(x, transformation["saturation"]),
+            lambda x: adjust_hue(x, transformation["hue"]),
+        )
+        jittered = images
+        for position in range(4):
+            chosen = transformation["order"][:, position, None, None, None]
+            candidates = [adjust(jittered) for adjust in adjustments]
+            jittered = candidates[0]
+            for index in range(1, 4):
+                jittered = tf.where(chosen == index, candidates[index], jittered)
+        return tf.where(transformation["apply"][:, None, None, None], jittered, images)
+
+    def get_config(self):
+        return {**super().get_config(), "brightness": self.brightness,
+                "contrast": self.contrast, "saturation": self.saturation,
+                "hue": self.hue, "probability": self.probability}
+
+
+@keras.saving.register_keras_serializable(package="keras_barlow")
+class RandomGrayscale(RandomLayer):
+    """Replace a sample by its luma in all three channels with `probability`.
+
+    Input shape: `(B, H, W, 3)` float32 in [0, 1]. Output shape: the same.
+    """
+
+    def __init__(self, probability=0.2, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        _check_probability("probability", probability)
+        self.probability = probability
+
+    def get_random_transformation(self, images, seed):
+        return {"apply": _bernoulli(seed, tf.shape(images)[0], self.probability)}
+
+    def transform_images(self, images, transformation):
+        gray = tf.broadcast_to(rgb_to_grayscale(images), tf.shape(images))
+        return tf.where(transformation["apply"][:, None, None, None], gray, images)
+
+    def get_config(self):
+        return {**super().get_config(), "probability": self.probability}
+
+
+@keras.saving.register_keras_serializable(package="keras_barlow")
+class RandomGaussianBlur(RandomLayer):
+    """Isotropic Gaussian blur with `sigma ~ U(sigma_range)` pixels, per sample.
+
+    The paper blurs with PIL's `GaussianBlur(radius=sigma)`; here the blur is an
+    exact, untruncated separable Gaussian applied as two batched matrix products.
+    Samples that are not blurred get identity matrices, which leave them unchanged
+    to the bit.
+
+    Args:
+        probability: chance that a sample is blurred.
+        sigma_range: `(min, max)` standard deviation in pixels.
+        seed: int seed for calls without an explicit seed.
+
+    Input shape: `(B, H, W, 3)` float32 in [0, 1]. Output shape: the same.
+    """
+
+    def __init__(self, probability=1.0, sigma_range=(0.1, 2.0), seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        _check_probability("probability", probability)
+        _check_range("sigma_range", sigma_range, low=1e-6)
+        self.probability = probability
+        self.sigma_range = tuple(sigma_range)
+
+    def get_random_transformation(self, images, seed):
+        sigma_seed, apply_seed = _split(seed, 2)
+        batch_size = tf.shape(images)[0]
+        return {
+            "sigma": _uniform(sigma_seed, (batch_size,), *self.sigma_range),
+            "apply": _bernoulli(apply_seed, batch_size, self.probability),
+        }
+
+    def transform_images(self, images, transformation):
+        _, height, width = _batch_height_width(images)
+        apply = transformation["apply"][:, None, None]
+        sigma = transformation["sigma"]
+        rows = tf.where(apply, gaussian_matrices(height, sigma), tf.eye(height))
+        cols = tf.where(apply, gaussian_matrices(width, sigma), tf.eye(width))
+        return apply_separable(images, rows, cols)
+
+    def get_config(self):
+        return {**super().get_config(), "probability": self.probability,
+                "sigma_range": self.sigma_range}
+
+
+@keras.saving.register_keras_serializable(package="keras_barlow")
+class RandomSolarize(RandomLayer):
+    """Solarize (invert pixels >= 0.5) a sample with `probability`.
+
+    Keras' `Solarization` draws its threshold from a range that is not scaled to the
+    value range; this is the recipe's fixed threshold of 128/255.
+
+    Input shape: `(B, H, W, 3)` float32 in [0, 1]. Output shape: the same.
+    """
+
+    def __init__(self, probability=0.2, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        _check_probability("probability", probability)
+        self.probability = probability
+
+    def get_random_transformation(self, images, seed):
+        return {"apply": _bernoulli(seed, tf.shape(images)[0], self.probability)}
+
+    def transform_images(self, images, transformation):
+        return tf.where(transformation["apply"][:, None, None, None], solarize(images), images)
+
+    def get_config(self):
+        return {**super().get_config(), "probability": self.probability}
+
+
+@keras.saving.register_keras_serializable(package="keras_barlow")
+class BarlowTwinsAugment(keras.layers.Layer):
+    """Make the two distorted views of a batch of images, on the device.
+
+    Per view: random resized crop (bicubic) and horizontal flip, color jitter,
+    grayscale, Gaussian blur, solarization, then ImageNet normalization. Every
+    random choice is drawn per sample, and the two views get independent draws.
+    The views differ only in the blur and solarization probabilities.
+
+    Presets: `"imagenet"` is the paper's recipe (blur p 1.0 / 0.1, solarize p 0.0 /
+    0.2); `"cifar"` is the known-good CIFAR recipe (no blur). Any preset value can
+    be overridden by keyword, e.g. `BarlowTwinsAugment(96, "imagenet",
+    blur_probability=(0.5, 0.5))`.
+
+    The layer augments whether or not it is training: it is the input of the
+    Barlow Twins loss, which needs two views in evaluation as well.
+
+    Args:
+        image_size: output height and width, int or `(height, width)`.
+        preset: `"imagenet"` or `"cifar"`.
+        seed: int seed for calls without an explicit seed.
+        **overrides: any key of `keras_barlow.augment.PRESETS[preset]`.
+
+    Call arguments:
+        images: uint8 or float `(B, H, W, 3)` with values in [0, 255].
+        seed: optional int32 `(2,)` stateless seed for this call.
+
+    Returns:
+        `(view1, view2)`, float32 `(B, image_size[0], image_size[1], 3)`.
+
+    Example:
+
+    >>> augment = BarlowTwinsAugment(32, preset="cifar")
+    >>> images = tf.zeros((8, 32, 32, 3), tf.uint8)
+    >>> view1, view2 = augment(images)
+    >>> view1.shape
+    TensorShape([8, 32, 32, 3])
+    """
+
+    def __init__(self, image_size, preset="imagenet", seed=None, **overrides):
+        layer_kwargs = {key: overrides.pop(key) for key in ("name", "dtype", "trainable")
+                        if key in overrides}
+        layer_kwargs.setdefault("dtype", "float32")
+        super().__init__(**layer_kwargs)
+        if preset not in PRESETS:
+            raise ValueError(f"`preset` must be one of {sorted(PRESETS)}. "
+                             f"Received: preset={preset!r}")
+        unknown = set(overrides) - set(PRESETS[preset])
+        if unknown:
+            raise ValueError(f"Unknown augmentation options {sorted(unknown)}. "
+                             f"Valid options: {sorted(PRESETS[preset])}")
+        self.image_size = (image_size, image_size) if isinstance(image_size, int) \
+            else tuple(image_size)
+        self.preset = preset
+        self.seed = seed
+        self.options = {**PRESETS[preset], **overrides}
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.views = [self._view_layers(view) for view in (0, 1)]
+
+    def _view_layers(self, view):
+        options = self.options
+        layers = [
+            RandomResizedCrop(self.image_size, options["crop_scale"], options["crop_ratio"],
+                              options["flip_probability"]),
+            RandomColorJitter(*options["jitter"], probability=options["jitter_probability"]),
+            RandomGrayscale(options["grayscale_probability"]),
+        ]
+        if options["blur_probability"][view] > 0:
+            layers.append(RandomGaussianBlur(options["blur_probability"][view],
+                                             options["blur_sigma"]))
+        if options["solarize_probability"][view] > 0:
+            layers.append(RandomSolarize(options["solarize_probability"][view]))
+        return layers
+
+    def call(self, images, seed=None):
+        images = validate_images(images)
+        if seed is None:
+            seed = self.seed_generator.next()
+        seeds = _split(tf.cast(seed, tf.int32), 2)
+        unit = to_unit_range(images)
+        return tuple(self._distort(unit, layers, view_seed)
+                     for layers, view_seed in zip(self.views, seeds))
+
+    def _distort(self, images, layers, seed):
+        for layer, layer_seed in zip(layers, _split(seed, len(layers))):
+            images = layer(images, seed=layer_seed)
+        return normalize(images)
+
+    def compute_output_shape(self, input_shape):
+        shape = (input_shape[0], *self.image_size, 3)
+        return shape, shape
+
+    def get_config(self):
+        return {**super().get_config(), "image_size": self.image_size,
+                "preset": self.preset, "seed": self.seed, **self.options}
+
+
+@keras.saving.register_keras_serializable(package="keras_barlow")
+class Preprocess(keras.layers.Layer):
+    """The deterministic evaluation transform: resize, center crop, normalize.
+
+    The shorter side is resized (bilinear, antialiased) to
+    `image_size / crop_fraction` and the center `image_size` square is kept, as in
+    the usual ImageNet evaluation (256 -> 224 is `crop_fraction=0.875`). With
+    `crop_fraction=1` and images already of `image_size`, only the normalization
+    remains (the CIFAR case).
+
+    Args:
+        image_size: output height and width, int or `(height, width)`.
+        crop_fraction: fraction of the resized shorter side kept by the center crop.
+
+    Input shape: `(B, H, W, 3)` uint8 or float in [0, 255].
+    Output shape: `(B, image_size[0], image_size[1], 3)` float32, normalized.
+    """
+
+    def __init__(self, image_size, crop_fraction=1.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if not 0.0 < crop_fraction <= 1.0:
+            raise ValueError("`crop_fraction` must be in (0, 1]. "
+                             f"Received: crop_fraction={crop_fraction}")
+        self.image_size = (image_size, image_size) if isinstance(image_size, int) \
+            else tuple(image_size)
+        self.crop_fraction = crop_fraction
+
+    def call(self, images):
+        images = to_unit_range(validate_images(images))
+        height, width = images.shape[1], images.shape[2]
+        if (height, width) != self.image_size or self.crop_fraction != 1.0:
+            images = self._resize_and_center_crop(images)
+        return normalize(images)
+
+    def _resize_and_center_crop(self, images):
+        target = [round(side / self.crop_fraction) for side in self.image_size]
+        shape = tf.cast(tf.shape(images)[1:3], tf.float32)
+        factor = tf.reduce_max(tf.constant(target, tf.float32) / shape)
+        resized_shape = tf.cast(tf.math.ceil(shape * factor), tf.int32)
+        images = tf.image.resize(images, resized_shape, antialias=True)
+        images = tf.image.resize_with_crop_or_pad(images, *self.image_size)
+        return tf.clip_by_value(images, 0.0, 1.0)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.image_size, 3)
+
+    def get_config(self):
+        return {**super().get_config(), "image_size": self.image_size,
+                "crop_fraction": self.crop_fraction}
+
+
+def validate_images(images):
+    """Check that `images` is a `(B, H, W, 3)` batch of uint8 or float pixels.
+
+    Raises:
+        ValueError: with what was received and what to do, on a wrong rank, a
+            channel count other than 3 or a non-numeric dtype.
+    """
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank != 4:
+        raise ValueError(
+            "Expected a batch of images of shape (batch_size, height, width, 3). "
+            f"Received: shape {images.shape}. Batch the dataset (`dataset.batch(n)`) "
+            "or add the missing axis."
+        )
+    if images.shape[-1] != 3:
+        raise ValueError(
+            f"Expected 3 color channels (RGB). Received: {images.shape[-1]} channels "
+            f"(shape {images.shape}). Convert grayscale images with "
+            "`tf.image.grayscale_to_rgb` and drop alpha channels first."
+        )
+    if not (images.dtype == tf.uint8 or images.dtype.is_floating):
+        raise ValueError(
+            "Expected uint8 images or float images in [0, 255]. "
+            f"Received: dtype {images.dtype.name}. Cast with `tf.cast(images, tf.uint8)`."
+        )
+    return images
+
+
+def _batch_height_width(images):
+    height, width = images.shape[1], images.shape[2]
+    if height is None or width is None:
+        raise ValueError(
+            "Image height and width must be known when the graph is built. "
+            f"Received: shape {images.shape}. Resize images to a fixed size in the "
+            "input pipeline (see keras_barlow.data)."
+        )
+    return tf.shape(images)[0], height, width

@@ -1,0 +1,221 @@
+"""The Barlow Twins loss (Zbontar et al., 2021), exact for the global batch.
+
+The loss reads like the paper: normalize each embedding dimension along the batch,
+take the cross-correlation matrix `C = z1n^T z2n / N` and push it towards the identity:
+
+    loss = sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2
+
+Two facts make this module more than those three lines:
+
+* Inside a replica context of a `tf.distribute` strategy the batch statistics and
+  `C` are those of the *global* batch (all replicas together), so training on R
+  devices is the same algorithm as training on one. Every replica gets the same
+  scalar; see `BarlowTwins.train_step` for the matching gradient scaling.
+* `sum_ij C_ij^2` does not need `C`. With `G1 = z1n z1n^T` and `G2 = z2n z2n^T`
+  (both N x N), `sum_ij C_ij^2 = sum_ab G1_ab G2_ab / N^2`: O(N^2 D) instead of
+  O(N D^2) time and O(N^2) instead of O(D^2) memory. It is chosen automatically when
+  the global batch is small compared with the embedding size.
+"""
+
+import tensorflow as tf
+
+DEFAULT_LAMBD = 0.0051
+BATCH_NORM_EPSILON = 1e-5
+METHODS = ("auto", "cross_correlation", "gram")
+
+
+def cross_correlation(z1, z2, epsilon=BATCH_NORM_EPSILON):
+    """Cross-correlation matrix of two batches of embeddings.
+
+    Each dimension is normalized along the batch as `BatchNorm1d(affine=False)` does
+    in training (batch mean, biased variance, `epsilon`), then
+    `C = z1n^T z2n / N`. Inside a distribution strategy's replica context, the
+    statistics and the sum run over the global batch.
+
+    Args:
+        z1: embeddings of the first view, shape `(N, D)`, any float dtype.
+        z2: embeddings of the second view, shape `(N, D)`, same dtype as `z1`.
+        epsilon: added to the variance before the square root.
+
+    Returns:
+        float32 tensor of shape `(D, D)`.
+
+    Example:
+
+    >>> z = tf.random.normal((64, 128))
+    >>> c = cross_correlation(z, z)
+    >>> c.shape
+    TensorShape([128, 128])
+    """
+    z1n, z2n, n = normalize_along_batch(z1, z2, epsilon)
+    return _sum_across_replicas(tf.matmul(z1n, z2n, transpose_a=True)) / n
+
+
+def barlow_twins_terms(z1, z2, method="auto", epsilon=BATCH_NORM_EPSILON):
+    """The two terms of the Barlow Twins loss, before weighting.
+
+    Args:
+        z1: embeddings of the first view, shape `(N, D)`, any float dtype.
+        z2: embeddings of the second view, shape `(N, D)`.
+        method: how `sum_ij C_ij^2` is computed: `"cross_correlation"` forms C
+            (O(N D^2)), `"gram"` uses the N x N Gram matrices (O(N^2 D)) and
+            `"auto"` picks the cheaper one from the global N and D.
+        epsilon: batch-normalization epsilon.
+
+    Returns:
+        `(on_diag, off_diag)`, float32 scalars: `sum_i (1 - C_ii)^2` and
+        `sum_{i != j} C_ij^2`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
+    z1n, z2n, n = normalize_along_batch(z1, z2, epsilon)
+    diagonal = _sum_across_replicas(tf.reduce_sum(z1n * z2n, axis=0)) / n  # D
+    if method == "auto":
+        method = choose_method(_global_batch_size(z1), z1.shape[-1])
+    if method == "gram":
+        squares = _sum_of_squares_from_gram(z1n, z2n, n)
+    else:
+        squares = _sum_of_squares_from_cross_correlation(z1n, z2n, n)
+    on_diag = tf.reduce_sum(tf.square(1.0 - diagonal))
+    off_diag = squares - tf.reduce_sum(tf.square(diagonal))
+    return on_diag, off_diag
+
+
+def barlow_twins_loss(
+    z1, z2, lambd=DEFAULT_LAMBD, scale_loss=1.0, method="auto", epsilon=BATCH_NORM_EPSILON
+):
+    """The Barlow Twins loss of two batches of embeddings.
+
+    `scale_loss * (sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2)`, computed in
+    float32 whatever the input dtype, over the global batch inside a distribution
+    strategy's replica context.
+
+    Args:
+        z1: embeddings of the first view, shape `(N, D)`, any float dtype.
+        z2: embeddings of the second view, shape `(N, D)`.
+        lambd: weight of the redundancy-reduction (off-diagonal) term.
+        scale_loss: overall factor (0.1 in the CIFAR recipe, 1 in the paper).
+        method: see `barlow_twins_terms`.
+        epsilon: batch-normalization epsilon.
+
+    Returns:
+        float32 scalar.
+
+    Example:
+
+    >>> z1 = tf.random.normal((32, 64))
+    >>> z2 = z1 + 0.1 * tf.random.normal((32, 64))
+    >>> float(barlow_twins_loss(z1, z2)) > 0.0
+    True
+    """
+    on_diag, off_diag = barlow_twins_terms(z1, z2, method=method, epsilon=epsilon)
+    return scale_loss * (on_diag + lambd * off_diag)
+
+
+def choose_method(global_batch_size, dim):
+    """The cheaper exact way to compute `sum_ij C_ij^2` for N samples of D dims.
+
+    Forming C costs about `N D^2` multiply-adds and moves a D x D matrix between
+    replicas; the Gram route costs about `2 N^2 D` and moves the 2 x N x D
+    embeddings, so it wins when `2 N < D`. Unknown sizes fall back to
+    `"cross_correlation"`, whose memory does not depend on N.
+    """
+    if global_batch_size is None or dim is None:
+        return "cross_correlation"
+    return "gram" if 2 * global_batch_size < dim else "cross_correlation"
+
+
+def normalize_along_batch(z1, z2, epsilon=BATCH_NORM_EPSILON):
+    """Standardize each dimension of two embedding batches with global statistics.
+
+    Args:
+        z1, z2: `(n, D)` embeddings of this replica (n = N on a single device).
+        epsilon: added to the biased variance.
+
+    Returns:
+        `(z1n, z2n, N)`: float32 `(n, D)` tensors and the global batch size as a
+        float32 scalar.
+    """
+    z1, z2 = _validated_embeddings(z1, z2)
+    n_local = tf.cast(tf.shape(z1)[0], tf.float32)
+    n, sum1, sum2 = _sum_across_replicas(
+        [n_local, tf.reduce_sum(z1, axis=0), tf.reduce_sum(z2, axis=0)]
+    )
+    centered1, centered2 = z1 - sum1 / n, z2 - sum2 / n
+    squares1, squares2 = _sum_across_replicas(
+        [tf.reduce_sum(tf.square(centered1), 0), tf.reduce_sum(tf.square(centered2), 0)]
+    )
+    z1n = centered1 * tf.math.rsqrt(squares1 / n + epsilon)
+    z2n = centered2 * tf.math.rsqrt(squares2 / n + epsilon)
+    return z1n, z2n, n
+
+
+def _sum_of_squares_from_cross_correlation(z1n, z2n, n):
+    c = _sum_across_replicas(tf.matmul(z1n, z2n, transpose_a=True)) / n  # D x D
+    return tf.reduce_sum(tf.square(c))
+
+
+def _sum_of_squares_from_gram(z1n, z2n, n):
+    # Each replica computes its own rows of G1 and G2 against the gathered batch,
+    # so the O(N^2 D) work is split across replicas instead of repeated.
+    all_z1n, all_z2n = _gather_across_replicas([z1n, z2n])  # N x D each
+    gram1_rows = tf.matmul(z1n, all_z1n, transpose_b=True)  # n x N
+    gram2_rows = tf.matmul(z2n, all_z2n, transpose_b=True)  # n x N
+    return _sum_across_replicas(tf.reduce_sum(gram1_rows * gram2_rows)) / tf.square(n)
+
+
+def _validated_embeddings(z1, z2):
+    z1, z2 = tf.convert_to_tensor(z1), tf.convert_to_tensor(z2)
+    for name, z in (("z1", z1), ("z2", z2)):
+        if z.shape.rank != 2:
+            raise ValueError(
+                f"Embeddings must have shape (batch_size, dim). Received: {name} with "
+                f"shape {z.shape}. Flatten or pool the features before the loss."
+            )
+        if not z.dtype.is_floating:
+            raise ValueError(
+                f"Embeddings must be floating point. Received: {name}.dtype={z.dtype.name}"
+            )
+    if not z1.shape.is_compatible_with(z2.shape):
+        raise ValueError(
+            "`z1` and `z2` must have the same shape (the two views of the same "
+            f"images). Received: z1.shape={z1.shape}, z2.shape={z2.shape}"
+        )
+    if z1.shape[0] is not None and z1.shape[0] * _num_replicas() < 2:
+        raise ValueError(
+            "Batch statistics need at least 2 samples in the global batch. "
+            f"Received: a batch of {z1.shape[0]}. Use a larger batch size."
+        )
+    return tf.cast(z1, tf.float32), tf.cast(z2, tf.float32)
+
+
+def _replica_context():
+    """The replica context when running on several replicas, else None."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def _num_replicas():
+    context = _replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
+def _global_batch_size(z):
+    local = z.shape[0]
+    return None if local is None else local * _num_replicas()
+
+
+def _sum_across_replicas(values):
+    context = _replica_context()
+    if context is None:
+        return values
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+def _gather_across_replicas(values):
+    context = _replica_context()
+    if context is None:
+        return values
+    return [context.all_gather(value, axis=0) for value in values]

@@ -1,0 +1,18 @@
+"""Test session set-up.
+
+Two logical CPU devices are configured before anything else touches TensorFlow, so
+that `tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])` can run in any test while
+single-device tests keep using CPU:0 as usual.
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    _cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+)
