@@ -1,0 +1,246 @@
+"""Export a pre-trained encoder as a SavedModel that TensorFlow Serving can serve.
+
+The exported graph carries its own preprocessing (`keras_barlow.augment.Preprocess`,
+the evaluation transform), so clients send raw uint8 pixels or encoded JPEG/PNG
+bytes and receive float32 features. The layout is the one TF Serving watches:
+`export_dir/<version>/saved_model.pb` plus `variables/`.
+
+Signatures:
+
+- `serving_default`: `images`, uint8 `(None, None, None, 3)` -> `{"features":
+  float32 (None, F)}`.
+- `serve_jpeg`: `image_bytes`, string `(None,)` of encoded JPEG/PNG/GIF/BMP
+  images, each of any size -> `{"features": float32 (None, F)}`.
+- `serve_embeddings` (with `include_projector=True`): uint8 images as in
+  `serving_default` -> `{"embeddings": float32 (None, D)}`, the projector output.
+"""
+
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from keras_barlow import augment
+from keras_barlow.model import BarlowTwins
+
+IMAGES_SPEC = tf.TensorSpec((None, None, None, 3), tf.uint8, name="images")
+IMAGE_BYTES_SPEC = tf.TensorSpec((None,), tf.string, name="image_bytes")
+
+
+def export_encoder(
+    model_or_encoder,
+    export_dir,
+    image_size=None,
+    crop_fraction=1.0,
+    version=1,
+    include_projector=False,
+    overwrite=False,
+):
+    """Write the encoder, with its preprocessing, as a servable SavedModel.
+
+    The images are resized and normalized inside the graph by
+    `keras_barlow.Preprocess(image_size, crop_fraction)`, the transform used in
+    evaluation, and the encoder runs in inference mode. The features are float32
+    whatever the dtype policy the model was trained with.
+
+    The version is written to a temporary folder next to it and renamed when
+    complete, so a TF Serving instance watching `export_dir` never loads a
+    half-written model.
+
+    Args:
+        model_or_encoder: a `keras_barlow.BarlowTwins` model (its `encoder` is
+            exported) or an encoder `keras.Model` mapping normalized float images
+            `(B, H, W, 3)` to features `(B, F)`.
+        export_dir: the model's base folder; the SavedModel goes to
+            `export_dir/<version>/`.
+        image_size: int or `(height, width)` the encoder takes. Defaults to the
+            encoder's input size, and must match it when both are known.
+        crop_fraction: see `keras_barlow.Preprocess` (1.0 resizes the shorter
+            side to `image_size` and center-crops; 0.875 is the 256 -> 224
+            ImageNet evaluation).
+        version: positive int, the TF Serving model version.
+        include_projector: also export the projector embeddings under
+            `serve_embeddings` (needs a `BarlowTwins` model).
+        overwrite: replace an existing `export_dir/<version>/`.
+
+    Returns:
+        str, the path of the version folder written.
+
+    Example:
+
+    ```python
+    path = keras_barlow.export.export_encoder(model, "models/barlow", version=1)
+    served = tf.saved_model.load(path)
+    features = served.signatures["serving_default"](
+        images=tf.zeros((2, 48, 64, 3), tf.uint8))["features"]  # (2, F) float32
+    ```
+    """
+    encoder, projector = _split_model(model_or_encoder, include_projector)
+    image_size = _resolve_image_size(encoder, image_size)
+    version_dir = _version_dir(export_dir, version, overwrite)
+    archive = _build_archive(
+        encoder, projector, augment.Preprocess(image_size, crop_fraction)
+    )
+
+    os.makedirs(export_dir, exist_ok=True)
+    staging_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_dir)
+    try:
+        archive.write_out(staging_dir, verbose=False)
+        if os.path.exists(version_dir):
+            shutil.rmtree(version_dir)
+        os.rename(staging_dir, version_dir)
+    finally:
+        shutil.rmtree(staging_dir, ignore_errors=True)
+    return version_dir
+
+
+def _build_archive(encoder, projector, preprocess):
+    """An ExportArchive with the serving signatures; checks the feature shape."""
+
+    def features(images):
+        return tf.cast(encoder(images, training=False), tf.float32)
+
+    def serve_images(images):
+        return {"features": features(preprocess(images))}
+
+    def serve_jpeg(image_bytes):
+        return {"features": features(_decode_and_preprocess(image_bytes, preprocess))}
+
+    def serve_embeddings(images):
+        embeddings = projector(encoder(preprocess(images), training=False),
+                               training=False)
+        return {"embeddings": tf.cast(embeddings, tf.float32)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(encoder)
+    endpoint = archive.add_endpoint("serving_default", serve_images, [IMAGES_SPEC])
+    _check_features(endpoint.get_concrete_function().structured_outputs["features"])
+    archive.add_endpoint("serve_jpeg", serve_jpeg, [IMAGE_BYTES_SPEC])
+    if projector is not None:
+        archive.track(projector)
+        archive.add_endpoint("serve_embeddings", serve_embeddings, [IMAGES_SPEC])
+    return archive
+
+
+def _decode_and_preprocess(image_bytes, preprocess):
+    """Encoded images of any sizes `(B,)` -> preprocessed float32 `(B, h, w, 3)`.
+
+    Each image is decoded and brought to the encoder's size on its own, so one
+    request may mix sizes (and JPEG with PNG).
+    """
+
+    def decode_one(encoded):
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        return preprocess(image[tf.newaxis])[0]
+
+    height, width = preprocess.image_size
+    return tf.map_fn(
+        decode_one,
+        image_bytes,
+        fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32),
+    )
+
+
+def _split_model(model_or_encoder, include_projector):
+    if isinstance(model_or_encoder, BarlowTwins):
+        projector = model_or_encoder.projector if include_projector else None
+        return _check_encoder(model_or_encoder.encoder), projector
+    if not isinstance(model_or_encoder, keras.Model):
+        raise TypeError(
+            "`model_or_encoder` must be a keras_barlow.BarlowTwins model or an "
+            f"encoder keras.Model. Received: {type(model_or_encoder).__name__}"
+        )
+    if include_projector:
+        raise ValueError(
+            "`include_projector=True` needs a BarlowTwins model, which holds the "
+            f"projector. Received the encoder {model_or_encoder.name!r}: pass the "
+            "BarlowTwins model or set include_projector=False."
+        )
+    return _check_encoder(model_or_encoder), None
+
+
+def _check_encoder(encoder):
+    if not encoder.built:
+        raise ValueError(
+            f"The encoder {encoder.name!r} has no weights yet. Train it, or call it "
+            "once on a batch of images, before exporting it."
+        )
+    shape = _input_shape(encoder)
+    if shape is not None and (
+        not isinstance(shape, tuple) or len(shape) != 4 or shape[-1] != 3
+    ):
+        raise ValueError(
+            "The encoder must take one batch of RGB images of shape "
+            f"(batch, height, width, 3). Received: the encoder {encoder.name!r} "
+            f"with input shape {shape}. Export the image encoder, not a model "
+            "built on other inputs."
+        )
+    return encoder
+
+
+def _check_features(features):
+    if features.shape.rank != 2:
+        raise ValueError(
+            "The encoder must return features of shape (batch, features). "
+            f"Received: output shape {features.shape}. Add a pooling layer "
+            "(e.g. keras.layers.GlobalAveragePooling2D) at the end of the encoder."
+        )
+
+
+def _resolve_image_size(encoder, image_size):
+    shape = _input_shape(encoder)
+    fixed = tuple(shape[1:3]) if shape is not None else (None, None)
+    if image_size is None:
+        if None in fixed:
+            raise ValueError(
+                f"The encoder {encoder.name!r} has no fixed input size (input "
+                f"shape {shape}), so `image_size` is needed. Pass the size it was "
+                "trained on, e.g. image_size=224."
+            )
+        return fixed
+    is_int = isinstance(image_size, int)
+    size = (image_size, image_size) if is_int else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(side, int) and side > 0 for side in size):
+        raise ValueError(
+            "`image_size` must be a positive int or a (height, width) pair of them. "
+            f"Received: image_size={image_size!r}"
+        )
+    pairs = zip(fixed, size, strict=True)
+    if any(want is not None and want != got for want, got in pairs):
+        raise ValueError(
+            f"`image_size` does not match the encoder {encoder.name!r}, which takes "
+            f"images of {fixed[0]}x{fixed[1]}. Received: image_size={image_size!r}. "
+            "Leave image_size=None to use the encoder's own size."
+        )
+    return size
+
+
+def _input_shape(encoder):
+    """The encoder's input shape, or None when it is not known (subclassed model)."""
+    try:
+        return encoder.input_shape
+    except (AttributeError, ValueError):
+        return None
+
+
+def _version_dir(export_dir, version, overwrite):
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(
+            "`version` must be a positive int (TF Serving loads the numbered "
+            f"folders under export_dir). Received: version={version!r}"
+        )
+    export_dir = os.fspath(export_dir)
+    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+        raise ValueError(
+            f"`export_dir` must be a folder, but {export_dir!r} is a file. Pass a "
+            "folder path; the model goes to export_dir/<version>/."
+        )
+    version_dir = os.path.join(export_dir, str(version))
+    if os.path.exists(version_dir) and not overwrite:
+        raise FileExistsError(
+            f"Version {version} already exists at {version_dir!r}. Pass a new "
+            "`version` (TF Serving then switches to it) or overwrite=True."
+        )
+    return version_dir
