@@ -35,26 +35,72 @@ if keras.backend.backend() != "tensorflow":  # pragma: no cover
         "Set KERAS_BACKEND=tensorflow before importing keras."
     )
 
-from keras_barlow import augment, losses, model  # noqa: E402
+from keras_barlow import (  # noqa: E402
+    augment,
+    backbones,
+    callbacks,
+    checkpoints,
+    data,
+    evaluation,
+    export,
+    losses,
+    model,
+    optimizers,
+    plotting,  # imports matplotlib only when a figure is drawn
+    presets,
+    schedules,
+)
 from keras_barlow.augment import BarlowTwinsAugment, Preprocess  # noqa: E402
+from keras_barlow.backbones import ResNet18, ResNet34, ResNet50  # noqa: E402
+from keras_barlow.callbacks import (  # noqa: E402
+    CollapseMonitor,
+    CrossCorrelationImage,
+    KNNMonitor,
+    NaNGuard,
+)
+from keras_barlow.checkpoints import TrainingCheckpoint  # noqa: E402
+from keras_barlow.export import export_encoder  # noqa: E402
 from keras_barlow.losses import (  # noqa: E402
     barlow_twins_loss,
     barlow_twins_terms,
     cross_correlation,
 )
 from keras_barlow.model import BarlowTwins, Projector  # noqa: E402
+from keras_barlow.optimizers import LARS  # noqa: E402
+from keras_barlow.schedules import WarmupCosine  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BarlowTwins",
     "BarlowTwinsAugment",
+    "CollapseMonitor",
+    "CrossCorrelationImage",
+    "KNNMonitor",
+    "LARS",
+    "NaNGuard",
     "Preprocess",
     "Projector",
+    "ResNet18",
+    "ResNet34",
+    "ResNet50",
+    "TrainingCheckpoint",
+    "WarmupCosine",
     "augment",
+    "backbones",
     "barlow_twins_loss",
     "barlow_twins_terms",
+    "callbacks",
+    "checkpoints",
     "cross_correlation",
+    "data",
+    "evaluation",
+    "export",
+    "export_encoder",
     "losses",
     "model",
+    "optimizers",
+    "plotting",
+    "presets",
+    "schedules",
 ]

@@ -15,6 +15,26 @@ Two facts make this module more than those three lines:
   (both N x N), `sum_ij C_ij^2 = sum_ab G1_ab G2_ab / N^2`: O(N^2 D) instead of
   O(N D^2) time and O(N^2) instead of O(D^2) memory. It is chosen automatically when
   the global batch is small compared with the embedding size.
+
+Across R replicas, with n = N / R samples each, a step communicates:
+
+* always, by all-reduce: the batch statistics (N, the two D-vectors of sums, then
+  the two D-vectors of squared deviations) and the D diagonal entries of C;
+* `"cross_correlation"`: the all-reduce of the D x D partial sums `z1n^T z2n`;
+* `"gram"`: the all-gather of the 2 x N x D normalized embeddings (each replica
+  then computes its own n rows of `G1` and `G2`) and the all-reduce of one scalar.
+
+Both are exact. The Gram route moves `2 N D` numbers instead of `D^2` and does
+`2 N^2 D` multiply-adds instead of `N D^2`, so `"auto"` takes it when `2 N < D`,
+N being the *global* batch: the static per-replica batch times R, known when the
+dataset is batched with `drop_remainder=True` (otherwise `"cross_correlation"`).
+The backward pass mirrors this: the gradient of an all-reduce is an all-reduce,
+that of an all-gather an all-reduce of the gathered gradient.
+
+Every replica computes the same scalar, the loss of the global batch, so each
+replica's gradient is R times its share: a training loop must divide the loss by
+R before the optimizer sums the replicas' gradients (`BarlowTwins.train_step`
+does).
 """
 
 import tensorflow as tf
@@ -38,7 +58,7 @@ def cross_correlation(z1, z2, epsilon=BATCH_NORM_EPSILON):
         epsilon: added to the variance before the square root.
 
     Returns:
-        float32 tensor of shape `(D, D)`.
+        float32 tensor of shape `(D, D)` (float64 for float64 inputs).
 
     Example:
 
@@ -63,7 +83,8 @@ def barlow_twins_terms(z1, z2, method="auto", epsilon=BATCH_NORM_EPSILON):
         epsilon: batch-normalization epsilon.
 
     Returns:
-        `(on_diag, off_diag)`, float32 scalars: `sum_i (1 - C_ii)^2` and
+        `(on_diag, off_diag)`, float32 scalars (float64 for float64 inputs):
+        `sum_i (1 - C_ii)^2` and
         `sum_{i != j} C_ij^2`.
     """
     if method not in METHODS:
@@ -86,9 +107,11 @@ def barlow_twins_loss(
 ):
     """The Barlow Twins loss of two batches of embeddings.
 
-    `scale_loss * (sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2)`, computed in
-    float32 whatever the input dtype, over the global batch inside a distribution
-    strategy's replica context.
+    `scale_loss * (sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2)` over the global
+    batch inside a distribution strategy's replica context. It is computed in
+    float32 for float16, bfloat16 and float32 inputs (with mixed precision the sums
+    over N and D would overflow or lose precision in 16 bits), in float64 for
+    float64 inputs.
 
     Args:
         z1: embeddings of the first view, shape `(N, D)`, any float dtype.
@@ -99,7 +122,7 @@ def barlow_twins_loss(
         epsilon: batch-normalization epsilon.
 
     Returns:
-        float32 scalar.
+        float32 scalar (float64 for float64 inputs).
 
     Example:
 
@@ -133,11 +156,11 @@ def normalize_along_batch(z1, z2, epsilon=BATCH_NORM_EPSILON):
         epsilon: added to the biased variance.
 
     Returns:
-        `(z1n, z2n, N)`: float32 `(n, D)` tensors and the global batch size as a
-        float32 scalar.
+        `(z1n, z2n, N)`: `(n, D)` tensors and the global batch size as a scalar,
+        float32 (float64 for float64 inputs).
     """
     z1, z2 = _validated_embeddings(z1, z2)
-    n_local = tf.cast(tf.shape(z1)[0], tf.float32)
+    n_local = tf.cast(tf.shape(z1)[0], z1.dtype)
     n, sum1, sum2 = _sum_across_replicas(
         [n_local, tf.reduce_sum(z1, axis=0), tf.reduce_sum(z2, axis=0)]
     )
@@ -186,7 +209,8 @@ def _validated_embeddings(z1, z2):
             "Batch statistics need at least 2 samples in the global batch. "
             f"Received: a batch of {z1.shape[0]}. Use a larger batch size."
         )
-    return tf.cast(z1, tf.float32), tf.cast(z2, tf.float32)
+    dtype = tf.float64 if z1.dtype == tf.float64 else tf.float32
+    return tf.cast(z1, dtype), tf.cast(z2, dtype)
 
 
 def _replica_context():

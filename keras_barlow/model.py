@@ -1,12 +1,13 @@
 """The Barlow Twins model: encoder, projector, and a train step that is exact on R devices."""
 
 import random
+import warnings
 
 import keras
 import tensorflow as tf
 
 from keras_barlow import augment as augment_lib
-from keras_barlow import losses
+from keras_barlow import losses, validation
 
 
 @keras.saving.register_keras_serializable(package="keras_barlow")
@@ -67,10 +68,21 @@ class BarlowTwins(keras.Model):
     `model(images)` returns the projector embeddings; `model.encoder` is the
     network to keep after pre-training.
 
-    Under a `tf.distribute` strategy the loss is that of the global batch (global
-    batch statistics, global cross-correlation), and the projector's batch
-    normalization is synchronized, so training on R replicas with a global batch
-    of N gives the same updates as one device with a batch of N.
+    Under a `tf.distribute` strategy (`MirroredStrategy`,
+    `MultiWorkerMirroredStrategy`) the loss is that of the global batch (global
+    batch statistics, global cross-correlation; see `keras_barlow.losses` for
+    which reduction is used when), the train step divides it by the number of
+    replicas R before the optimizer sums their gradients, and the projector's
+    batch normalization is synchronized, so training on R replicas with a global
+    batch of N gives the same updates as one device with a batch of N. An encoder
+    of your own stays exact if its batch normalization is synchronized too
+    (`keras_barlow.backbones` does it under a strategy). Augmentation draws differ
+    across replicas and steps. The global batch must split into equal
+    per-replica batches of at least 2: batch the dataset with
+    `drop_remainder=True` and a multiple of R. `fit` and `evaluate` check a
+    static batch size at once; a batch size known only at run time is checked
+    by the step, before any weight changes (not under `jit_compile=True`, where
+    TensorFlow drops run-time assertions).
 
     Args:
         encoder: a `keras.Model` mapping normalized float images `(B, H, W, 3)` to
@@ -86,9 +98,9 @@ class BarlowTwins(keras.Model):
             `(x1, x2)`.
         correlation_method: `"auto"`, `"cross_correlation"` or `"gram"`; see
             `keras_barlow.losses.barlow_twins_terms`.
-        seed: int seed of the augmentation draws, which depend on it, the training
-            step and the replica only (so a resumed run draws what an
-            uninterrupted one would).
+        seed: int seed of the augmentation draws, which depend on it, the train
+            step count (`model.train_step_count`, saved with the weights) and the
+            replica only, so a resumed run draws what an uninterrupted one would.
 
     Data for `fit` / `evaluate`: a `tf.data.Dataset` (or array) of uint8 or float
     images in [0, 255] of shape `(B, H, W, 3)`, or of `(images, labels)` with the
@@ -131,6 +143,12 @@ class BarlowTwins(keras.Model):
         self.augmenter = _make_augmenter(augmenter, encoder)
         self.correlation_method = correlation_method
         self.seed = random.randrange(2**31 - 1) if seed is None else int(seed)
+        # Counts train steps to seed the augmentation. Not the optimizer's
+        # `iterations`, which a LossScaleOptimizer does not advance on a skipped
+        # step: the next step would repeat its views.
+        self.train_step_count = self.add_weight(
+            shape=(), dtype="int64", initializer="zeros", trainable=False,
+            aggregation="only_first_replica", name="train_step_count")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.on_diag_tracker = keras.metrics.Mean(name="on_diag")
         self.off_diag_tracker = keras.metrics.Mean(name="off_diag")
@@ -151,8 +169,72 @@ class BarlowTwins(keras.Model):
         """Projector embeddings `(B, D)` of normalized float images `(B, H, W, 3)`."""
         return self.projector(self.encoder(images, training=training), training=training)
 
+    def compile(self, *args, jit_compile="auto", **kwargs):
+        """Keras' `compile`; `jit_compile` says whether the steps run under XLA.
+
+        On one device the whole train step compiles, augmentation included.
+        `"auto"` keeps Keras' rule, which matches what was measured for this
+        model (`benchmarks/xla.py`): XLA off on a CPU-only machine, where it made
+        the train step slower, on for a single GPU (not measured here), off under
+        a `tf.distribute` strategy. `True` with more than one replica falls back
+        to `False` with a warning: Keras compiles the step of all replicas as one
+        XLA program, which cannot reach the other devices' variables
+        (keras-team/keras#19005).
+
+        XLA draws other random numbers than TensorFlow's kernels from the same
+        seed: the views of a step, equally distributed, differ between
+        `jit_compile=True` and `False`, so resume a run with the setting it
+        started with to see the same views. XLA also drops the run-time input
+        checks of `keras_barlow.validation`.
+        """
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if jit_compile is True and replicas > 1:
+            warnings.warn(
+                f"jit_compile=True does not work with {replicas} replicas in Keras "
+                "(keras-team/keras#19005). Proceeding with jit_compile=False.",
+                stacklevel=2,
+            )
+            jit_compile = False
+        super().compile(*args, jit_compile=jit_compile, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras does not restore the compile state of a model that overrides
+        # `compile`; this one only adjusts `jit_compile`, so restore it as usual.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def fit(self, x=None, *args, **kwargs):
+        # Static facts are checked at once, before Keras reads any data.
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        validation.check_global_batch(x, replicas)
+        validation.check_global_batch(kwargs.get("validation_data"), replicas)
+        validation.check_not_empty(x)
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        validation.check_global_batch(x, self.distribute_strategy.num_replicas_in_sync)
+        return super().evaluate(x, *args, **kwargs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras averages the first batch over all replicas here only to learn its
+        # shapes. Under MultiWorkerMirroredStrategy that reduce fails on a tuple of
+        # tensors (keras-team/keras#20585), and on any strategy it fails obscurely
+        # on an uneven split; one replica's share has the shapes and needs no
+        # communication (the train step then checks the split).
+        local_results = self.distribute_strategy.experimental_local_results
+        for _, _, batches in iterator or ():
+            try:
+                first = next(batches)
+            except StopIteration:
+                raise ValueError(validation.EMPTY_DATA_MESSAGE) from None
+            data_batch = tf.nest.map_structure(
+                lambda value: local_results(value)[0], first)
+            break
+        return super()._maybe_symbolic_build(data_batch=data_batch)
+
     def train_step(self, data):
-        view1, view2 = self.make_views(data, self._step_seed(self.optimizer.iterations))
+        view1, view2 = self.make_views(data, self._step_seed(self.train_step_count))
         with tf.GradientTape() as tape:
             loss, on_diag, off_diag, z1 = self._loss_terms(view1, view2, training=True)
             # Every replica holds the loss of the whole global batch and the
@@ -162,6 +244,8 @@ class BarlowTwins(keras.Model):
             replica_loss = self.optimizer.scale_loss(replica_loss)
         gradients = tape.gradient(replica_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
+        with tf.control_dependencies([loss]):  # after the input checks
+            self.train_step_count.assign_add(1)
         return self._update_metrics(loss, on_diag, off_diag, z1)
 
     def test_step(self, data):
@@ -180,17 +264,21 @@ class BarlowTwins(keras.Model):
             `(view1, view2)`, float `(B, H, W, 3)` each.
         """
         if self.augmenter is None:
-            if not isinstance(data, (tuple, list)) or len(data) != 2:
+            views = [view for view in data if view is not None] \
+                if isinstance(data, (tuple, list)) else [data]
+            if len(views) != 2:
                 raise ValueError(
                     "With `augmenter=None` the dataset must yield pairs of views "
-                    "`(x1, x2)`. Received a single tensor; pass images to a model "
-                    "with an augmenter (e.g. augmenter='imagenet') instead."
+                    f"`(x1, x2)`. Received {len(views)} tensor(s) per batch; pass "
+                    "images to a model with an augmenter (e.g. augmenter='imagenet') "
+                    "instead."
                 )
-            return tuple(augment_lib.validate_images(view) for view in data)
-        images = data[0] if isinstance(data, (tuple, list)) else data
+            return tuple(validation.validate_images(view) for view in views)
+        images = validation.checked_pixel_range(validation.images_of(data))
         return self.augmenter(images, seed=seed)
 
     def _step_seed(self, step):
+        """The augmentation seed of a step: (model seed, step, replica), int32 `(2,)`."""
         seed = tf.constant([self.seed, 0], tf.int32)
         seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(step, tf.int64))
         replica = tf.distribute.get_replica_context()
@@ -200,6 +288,7 @@ class BarlowTwins(keras.Model):
         return seed
 
     def _loss_terms(self, view1, view2, training):
+        view1, view2 = validation.checked_replica_batch(view1, view2)
         z1 = self(view1, training=training)
         z2 = self(view2, training=training)
         on_diag, off_diag = losses.barlow_twins_terms(
@@ -212,7 +301,13 @@ class BarlowTwins(keras.Model):
         self.on_diag_tracker.update_state(on_diag)
         self.off_diag_tracker.update_state(off_diag)
         self.std_tracker.update_state(embedding_std(z1))
-        return {metric.name: metric.result() for metric in self.metrics}
+        logs = {metric.name: metric.result() for metric in self.metrics}
+        if _on_several_workers(tf.distribute.get_strategy()):
+            # Keras averages the step outputs of several workers with
+            # `strategy.reduce("MEAN", value, axis=0)`, which needs an axis
+            # (keras-team/keras#20585); the result is a scalar again.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
     def get_config(self):
         return {
@@ -250,6 +345,11 @@ def embedding_std(z):
     z = tf.math.l2_normalize(tf.cast(z, tf.float32), axis=-1)
     dim = tf.cast(tf.shape(z)[-1], tf.float32)
     return tf.reduce_mean(tf.math.reduce_std(z, axis=0)) * tf.sqrt(dim)
+
+
+def _on_several_workers(strategy):
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.num_replicas_in_sync > len(strategy.extended.worker_devices))
 
 
 def _make_augmenter(augmenter, encoder):

@@ -16,3 +16,18 @@ _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration()] * 2
 )
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """The one MirroredStrategy over the two logical CPUs that all tests share.
+
+    Every MirroredStrategy of a process numbers its collective operations from the
+    same start, so once one has run collectives, those of a second one fail
+    ("Collective instance N expected type ...", tensorflow#62790). A program
+    creates one strategy; the tests do the same.
+    """
+    return tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])

@@ -160,6 +160,64 @@ def test_gaussian_blur_matches_numpy_convolution_in_the_interior():
     np.testing.assert_allclose(out[12:20, 12:20], expected[12:20, 12:20], atol=1e-4)
 
 
+def numpy_gaussian_blur(image, sigma):
+    """Untruncated Gaussian along each axis, renormalized over the pixels inside."""
+    for axis in (0, 1):
+        positions = np.arange(image.shape[axis])
+        weights = np.exp(-0.5 * ((positions[:, None] - positions[None, :]) / sigma) ** 2)
+        weights /= weights.sum(axis=1, keepdims=True)
+        image = np.moveaxis(np.tensordot(weights, np.moveaxis(image, axis, 0), 1), 0, axis)
+    return image
+
+
+@pytest.mark.parametrize("size", [8, 40])  # kernel wider than the image, and truncated
+def test_gaussian_blur_matches_numpy_including_the_border(size):
+    images = random_images(6, size=size, seed=9)
+    layer = augment.RandomGaussianBlur(0.5, sigma_range=(0.5, 2.0))
+    transformation = layer.get_random_transformation(images, SEED)
+    out = layer.transform_images(images, transformation).numpy()
+    for image, result, sigma, apply in zip(images, out, transformation["sigma"].numpy(),
+                                           transformation["apply"].numpy(), strict=True):
+        expected = numpy_gaussian_blur(image.astype(np.float64), sigma) if apply else image
+        np.testing.assert_allclose(result, expected, atol=1e-5)
+
+
+def numpy_color_jitter(image, brightness, contrast, saturation, hue, order):
+    """torchvision's ColorJitter on one image: the four adjustments in `order`."""
+    def gray(x):
+        return x @ np.array([0.299, 0.587, 0.114])
+
+    for adjustment in order:
+        if adjustment == 0:
+            image = np.clip(brightness * image, 0, 1)
+        elif adjustment == 1:
+            image = np.clip(contrast * image + (1 - contrast) * gray(image).mean(), 0, 1)
+        elif adjustment == 2:
+            image = np.clip(saturation * image + (1 - saturation) * gray(image)[..., None],
+                            0, 1)
+        else:
+            pixels = [colorsys.rgb_to_hsv(*pixel) for pixel in image.reshape(-1, 3)]
+            pixels = [colorsys.hsv_to_rgb((h + hue) % 1.0, s, v) for h, s, v in pixels]
+            image = np.array(pixels).reshape(image.shape)
+    return image
+
+
+def test_color_jitter_applies_the_drawn_order_per_sample_like_torchvision():
+    images = random_images(96, size=3, seed=10)
+    layer = augment.RandomColorJitter(0.8, 0.8, 0.8, 0.4, probability=0.8)
+    transformation = layer.get_random_transformation(images, SEED)
+    out = layer.transform_images(images, transformation).numpy()
+    draws = {key: value.numpy() for key, value in transformation.items()}
+    assert len({tuple(order) for order in draws["order"]}) > 12
+    for index, image in enumerate(images.astype(np.float64)):
+        expected = image
+        if draws["apply"][index]:
+            expected = numpy_color_jitter(
+                image, *[draws[key][index] for key in
+                         ("brightness", "contrast", "saturation", "hue", "order")])
+        np.testing.assert_allclose(out[index], expected, atol=2e-5, err_msg=str(index))
+
+
 def test_normalize_uses_imagenet_statistics():
     images = random_images(2, size=3)
     expected = (images - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])

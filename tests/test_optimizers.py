@@ -126,8 +126,8 @@ def test_schedule_drives_the_learning_rate():
         float(optimizer.learning_rate), LEARNING_RATE / 2, rtol=1e-6)
 
 
-def test_mirrored_strategy_step_equals_single_device_step():
-    strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+def test_mirrored_strategy_step_equals_single_device_step(mirrored_strategy):
+    strategy = mirrored_strategy
     with strategy.scope():
         layer = make_dense()
         optimizer = lars(bias_learning_rate_multiplier=0.5)

@@ -1,0 +1,416 @@
+"""Keras callbacks to watch Barlow Twins pre-training while it runs.
+
+* `KNNMonitor`: weighted kNN accuracy of the encoder's features (see
+  `keras_barlow.evaluation.knn_accuracy`), the usual health check of a
+  self-supervised run.
+* `CrossCorrelationImage`: the cross-correlation matrix of a fixed batch as a
+  TensorBoard image, with histograms of its diagonal and off-diagonal values.
+* `CollapseMonitor`: collapse and redundancy indicators of a fixed batch: embedding
+  standard deviation, mean |off-diagonal| of the cross-correlation, effective rank.
+
+Metrics go into the epoch `logs`, so they appear in `History` and, when the
+callback comes *before* `keras.callbacks.TensorBoard` in the `callbacks` list, in
+TensorBoard as `epoch_<name>`. With `log_dir`, a callback also writes its values to
+TensorBoard event files itself. Those files are written with `tf.summary.write`
+and need no `tensorboard` package (TensorFlow >= 2.20 does not install it; Keras'
+own TensorBoard callback needs it).
+"""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from keras_barlow import evaluation, losses
+from keras_barlow.model import embedding_std
+
+HISTOGRAM_BINS = 50
+# A diverging map for values in [-1, 1]: ColorBrewer's RdBu reversed.
+_DIVERGING_ANCHORS = np.linspace(-1.0, 1.0, 5)
+_DIVERGING_COLORS = np.array([
+    (5, 48, 97), (67, 147, 195), (247, 247, 247), (214, 96, 77), (103, 0, 31),
+], dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------------
+# TensorBoard event files without the tensorboard package.
+
+
+class TensorBoardWriter:
+    """Writes scalars, images and histograms that TensorBoard reads.
+
+    The tensors and metadata follow TensorBoard's summary formats (the `scalars`,
+    `images` and `histograms` plugins), written with `tf.summary.write`, which is
+    part of TensorFlow itself. The file writer is created on first use.
+
+    Args:
+        log_dir: directory of the event files.
+    """
+
+    def __init__(self, log_dir):
+        self.log_dir = os.fspath(log_dir)
+        self._writer = None
+
+    def scalar(self, tag, value, step):
+        """Write a float scalar."""
+        self._write(tag, tf.constant(float(value), tf.float32), step,
+                    "scalars", summary_pb2.DATA_CLASS_SCALAR)
+
+    def image(self, tag, image, step):
+        """Write one uint8 image of shape `(H, W, 3)`."""
+        image = tf.convert_to_tensor(image, tf.uint8)
+        height, width = image.shape[0], image.shape[1]
+        tensor = tf.stack([tf.constant(str(width)), tf.constant(str(height)),
+                           tf.io.encode_png(image)])
+        self._write(tag, tensor, step, "images", summary_pb2.DATA_CLASS_BLOB_SEQUENCE)
+
+    def histogram(self, tag, counts, edges, step):
+        """Write a histogram of `len(counts)` buckets delimited by `edges`."""
+        edges = np.asarray(edges, np.float64)
+        buckets = np.stack([edges[:-1], edges[1:], np.asarray(counts, np.float64)], 1)
+        self._write(tag, tf.constant(buckets), step, "histograms",
+                    summary_pb2.DATA_CLASS_TENSOR)
+
+    def flush(self):
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _write(self, tag, tensor, step, plugin_name, data_class):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin_name),
+            data_class=data_class,
+        )
+        with self._writer.as_default():
+            tf.summary.write(tag, tensor, step=step, metadata=metadata)
+
+
+def correlation_image(c, max_dims=64, pixels_per_cell=4):
+    """An RGB picture of the top-left block of a correlation matrix.
+
+    Values are clipped to [-1, 1] and colored with a diverging map: blue for -1,
+    white for 0, red for +1, so the identity the loss aims for is a red diagonal
+    on white. Each entry becomes a `pixels_per_cell`-wide square.
+
+    Args:
+        c: `(D, D)` tensor or array.
+        max_dims: size of the block shown, `min(D, max_dims)`.
+        pixels_per_cell: upscaling factor, so that TensorBoard shows it readably.
+
+    Returns:
+        uint8 NumPy array `(S, S, 3)` with `S = min(D, max_dims) * pixels_per_cell`.
+    """
+    block = np.clip(np.asarray(c, np.float64)[:max_dims, :max_dims], -1.0, 1.0)
+    rgb = np.stack([np.interp(block, _DIVERGING_ANCHORS, _DIVERGING_COLORS[:, channel])
+                    for channel in range(3)], axis=-1)
+    rgb = np.repeat(np.repeat(rgb, pixels_per_cell, axis=0), pixels_per_cell, axis=1)
+    return np.round(rgb).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------
+# Shared pieces of the callbacks.
+
+
+def _check_every_n_epochs(every_n_epochs):
+    if int(every_n_epochs) != every_n_epochs or every_n_epochs < 1:
+        raise ValueError("`every_n_epochs` must be a positive integer. "
+                         f"Received: every_n_epochs={every_n_epochs}")
+    return int(every_n_epochs)
+
+
+class _EpochCallback(keras.callbacks.Callback):
+    """Runs `measure(epoch, logs)` every `every_n_epochs` epochs (counted from 1).
+
+    With a `log_dir`, a `TensorBoardWriter` writes the values.
+    """
+
+    def __init__(self, every_n_epochs=1, log_dir=None):
+        super().__init__()
+        self.every_n_epochs = _check_every_n_epochs(every_n_epochs)
+        self.writer = None if log_dir is None else TensorBoardWriter(log_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every_n_epochs == 0:
+            self.measure(epoch, logs if logs is not None else {})
+            if self.writer is not None:
+                self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self.writer is not None:
+            self.writer.close()
+
+    def measure(self, epoch, logs):
+        raise NotImplementedError
+
+    def _log_scalars(self, values, epoch, logs):
+        for name, value in values.items():
+            logs[name] = float(value)
+            if self.writer is not None:
+                self.writer.scalar(name, value, epoch)
+
+
+def _encoder_of(model):
+    encoder = getattr(model, "encoder", None)
+    if not isinstance(encoder, keras.Model):
+        raise ValueError(
+            "This callback needs a model with an `encoder` attribute, such as "
+            f"keras_barlow.BarlowTwins. Received: {type(model).__name__}"
+        )
+    return encoder
+
+
+# ----------------------------------------------------------------------------------
+# Callbacks that watch training: accuracy, cross-correlation, collapse.
+
+
+class KNNMonitor(_EpochCallback):
+    """Weighted kNN accuracy of the encoder's features, logged during `fit`.
+
+    Every `every_n_epochs` epochs, the features of `train_ds` (the labelled
+    reference set) and `val_ds` are extracted with `model.encoder` in inference
+    mode and `val_ds` is classified by `keras_barlow.evaluation.knn_accuracy`.
+    `"knn_top1"` and `"knn_top5"` are added to the epoch logs: they appear in the
+    `History`, in the progress bar and, when this callback comes before
+    `keras.callbacks.TensorBoard` in the callbacks list, in TensorBoard as
+    `epoch_knn_top1` (callbacks run in list order and share the logs). With
+    `log_dir` it writes the scalars `knn_top1` and `knn_top5` there itself.
+
+    Both datasets are read entirely at each evaluation: use a subset (e.g. 10,000
+    training images) for large data sets.
+
+    Args:
+        train_ds: batched `tf.data.Dataset` of `(images, labels)`, images uint8 or
+            float in [0, 255].
+        val_ds: the same, the samples to classify.
+        every_n_epochs: evaluate after every n-th epoch.
+        k: neighbours (200 in InstDisc).
+        temperature: temperature of the vote weights (0.1 in InstDisc).
+        num_classes: number of classes; by default the largest label plus one.
+        preprocess: `"auto"` (normalization at the encoder's input size), a
+            callable, or `None`; see `keras_barlow.evaluation`.
+        log_dir: optional directory to write TensorBoard scalars to.
+
+    Example:
+
+    ```python
+    callbacks = [
+        keras_barlow.callbacks.KNNMonitor(train_subset, val_ds, every_n_epochs=5),
+        keras.callbacks.TensorBoard("logs"),  # after KNNMonitor
+    ]
+    model.fit(images, epochs=100, callbacks=callbacks)
+    ```
+    """
+
+    def __init__(self, train_ds, val_ds, every_n_epochs=1, k=200, temperature=0.1,
+                 num_classes=None, preprocess="auto", log_dir=None):
+        super().__init__(every_n_epochs, log_dir)
+        if k < 1:
+            raise ValueError(f"`k` must be at least 1. Received: k={k}")
+        if temperature <= 0:
+            raise ValueError(
+                f"`temperature` must be > 0. Received: temperature={temperature}")
+        self.train_ds, self.val_ds = train_ds, val_ds
+        self.k, self.temperature = k, temperature
+        self.num_classes = num_classes
+        self.preprocess = preprocess
+        self._features_of = None
+
+    def on_train_begin(self, logs=None):
+        # One compiled feature function for the whole run: no retracing per epoch.
+        self._features_of = evaluation.feature_function(_encoder_of(self.model),
+                                                        self.preprocess)
+
+    def measure(self, epoch, logs):
+        train = evaluation.collect_features(self._features_of, self.train_ds)
+        val = evaluation.collect_features(self._features_of, self.val_ds)
+        if train[1] is None or val[1] is None:
+            raise ValueError("KNNMonitor needs datasets of (images, labels). "
+                             "Received a dataset without labels.")
+        accuracy = evaluation.knn_accuracy(*train, *val, k=self.k,
+                                           temperature=self.temperature,
+                                           num_classes=self.num_classes)
+        self._log_scalars({"knn_top1": accuracy["top1"], "knn_top5": accuracy["top5"]},
+                          epoch, logs)
+
+
+class _FixedBatchCallback(_EpochCallback):
+    """Embeds the same two views of a fixed batch at every measurement.
+
+    The views are made once, at the start of training, by the model's
+    `make_views` with a fixed seed, so that epochs compare like with like.
+    """
+
+    def __init__(self, images, every_n_epochs=1, log_dir=None, seed=0):
+        super().__init__(every_n_epochs, log_dir)
+        if isinstance(images, tf.data.Dataset):
+            images = next(iter(images))
+        self.images = images
+        self.seed = int(seed)
+        self._views = None
+
+    def on_train_begin(self, logs=None):
+        seed = tf.constant([self.seed, 0], tf.int32)
+        self._views = self.model.make_views(self.images, seed)
+
+    def embeddings(self):
+        """`(z1, z2)`: embeddings `(N, D)` of the two views, in inference mode."""
+        return tuple(self.model(view, training=False) for view in self._views)
+
+
+class CrossCorrelationImage(_FixedBatchCallback):
+    """Writes the cross-correlation matrix of a fixed batch to TensorBoard.
+
+    Every `every_n_epochs` epochs, the two views of `images` go through the model
+    (inference mode) and `keras_barlow.losses.cross_correlation` of their
+    embeddings is written to `log_dir`:
+
+    * image `cross_correlation`: the top-left `max_dims x max_dims` block, blue
+      (-1) / white (0) / red (+1) (see `correlation_image`): training draws a red
+      diagonal on a white background;
+    * histograms `cross_correlation/diagonal` (should move to 1) and
+      `cross_correlation/off_diagonal` (should gather around 0), 50 bins on
+      [-1, 1].
+
+    Args:
+        log_dir: directory of the TensorBoard event files.
+        images: one batch as `fit` receives it: uint8 or float `(N, H, W, 3)`
+            images in [0, 255] (views are made by the model's augmenter), or a
+            pair of pre-made views for a model with `augmenter=None`; a dataset's
+            first batch is taken. N >= 2; a few hundred give a stable picture.
+        max_dims: size of the block shown.
+        every_n_epochs: write after every n-th epoch.
+        seed: seed of the fixed views.
+
+    Example:
+
+    ```python
+    model.fit(dataset, epochs=100, callbacks=[
+        keras_barlow.callbacks.CrossCorrelationImage("logs/xcorr", val_images[:256]),
+    ])
+    ```
+    """
+
+    def __init__(self, log_dir, images, max_dims=64, every_n_epochs=1, seed=0):
+        super().__init__(images, every_n_epochs, log_dir, seed)
+        if max_dims < 1:
+            raise ValueError(
+                f"`max_dims` must be at least 1. Received: max_dims={max_dims}")
+        self.max_dims = int(max_dims)
+
+    def measure(self, epoch, logs):
+        c = losses.cross_correlation(*self.embeddings())
+        self.writer.image("cross_correlation",
+                          correlation_image(c[:self.max_dims, :self.max_dims]), epoch)
+        edges = np.linspace(-1.0, 1.0, HISTOGRAM_BINS + 1)
+        diagonal = _histogram(tf.linalg.diag_part(c))
+        off_diagonal = _histogram(c) - diagonal
+        self.writer.histogram("cross_correlation/diagonal", diagonal, edges, epoch)
+        self.writer.histogram("cross_correlation/off_diagonal", off_diagonal, edges,
+                              epoch)
+
+
+def _histogram(values):
+    """Counts in `HISTOGRAM_BINS` equal bins on [-1, 1], computed on the device."""
+    counts = tf.histogram_fixed_width(tf.reshape(values, [-1]), [-1.0, 1.0],
+                                      nbins=HISTOGRAM_BINS)
+    return counts.numpy()
+
+
+class CollapseMonitor(_FixedBatchCallback):
+    """Logs collapse and redundancy indicators of a fixed batch during `fit`.
+
+    Every `every_n_epochs` epochs, on the embeddings of the two fixed views of
+    `images`:
+
+    * `collapse_embedding_std`: `keras_barlow.model.embedding_std` of the first
+      view: about 1 for spread-out embeddings, 0 for a collapse to a point;
+    * `collapse_off_diagonal`: mean |C_ij|, i != j, of the cross-correlation:
+      the redundancy left between dimensions;
+    * `collapse_effective_rank`: `keras_barlow.evaluation.effective_rank` of the
+      first view's embeddings: how many dimensions are in use, at most
+      `min(N, D)`.
+
+    They go into the epoch logs (History, progress bar, and TensorBoard when this
+    callback precedes `keras.callbacks.TensorBoard`) and, with `log_dir`, to
+    TensorBoard scalars written by the callback itself.
+
+    Args:
+        images: a fixed batch, as for `CrossCorrelationImage`.
+        every_n_epochs: measure after every n-th epoch.
+        log_dir: optional directory to write TensorBoard scalars to.
+        seed: seed of the fixed views.
+    """
+
+    def measure(self, epoch, logs):
+        z1, z2 = self.embeddings()
+        c = losses.cross_correlation(z1, z2)
+        self._log_scalars({
+            "collapse_embedding_std": embedding_std(z1),
+            "collapse_off_diagonal": evaluation.mean_abs_off_diagonal(c),
+            "collapse_effective_rank": evaluation.effective_rank(z1),
+        }, epoch, logs)
+
+
+# ----------------------------------------------------------------------------------
+# Reliability.
+
+NON_FINITE_CAUSES = (
+    "Likely causes: a learning rate too high for the batch size (lower it or "
+    "lengthen the warm-up); float16 overflow under 'mixed_float16' (use "
+    "'mixed_bfloat16', or keep the loss scale of the LossScaleOptimizer dynamic, "
+    "or lower `scale_loss`); bad input values (NaN or Inf pixels from the input "
+    "pipeline). Fix the cause, then restart: training resumes from the last "
+    "checkpoint, which holds finite weights."
+)
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stop training at the first NaN or Inf loss, naming the step and likely causes.
+
+    After every batch the logged loss is checked. It is the running mean of the
+    epoch, so one non-finite step makes it non-finite at once. The guard then
+    raises `FloatingPointError`: `fit` ends at this batch, before the end of the
+    epoch, so no later callback (such as
+    `keras_barlow.checkpoints.TrainingCheckpoint`) saves the broken weights.
+    Reading the loss costs nothing more: with TensorFlow, Keras converts the logs
+    to Python numbers after every batch anyway.
+
+    Args:
+        monitor: the logged value to check.
+
+    Example:
+
+    ```python
+    model.fit(dataset, epochs=100, callbacks=[
+        keras_barlow.callbacks.NaNGuard(),
+        keras_barlow.checkpoints.TrainingCheckpoint("runs/barlow"),
+    ])
+    ```
+    """
+
+    def __init__(self, monitor="loss"):
+        super().__init__()
+        self.monitor = monitor
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or np.isfinite(value):
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        raise FloatingPointError(
+            f"The {self.monitor} is {float(value)} at optimizer step {step} "
+            f"(epoch {self._epoch + 1}, batch {batch + 1}; counted from 1). Training "
+            "stopped; the weights of this step are not saved. " + NON_FINITE_CAUSES
+        )

@@ -1,0 +1,360 @@
+"""Checkpoint every epoch and resume after a crash, ending where an unbroken run ends.
+
+`TrainingCheckpoint` is a Keras callback that writes, after every completed epoch,
+everything the next epoch depends on:
+
+* the model's weights and the optimizer's state (`model.save_weights`: LARS
+  momentum, the iteration count that drives the learning-rate schedule, the
+  loss scale of a `LossScaleOptimizer`);
+* the augmentation random state: `BarlowTwins` draws its distortions from
+  `(model.seed, model.train_step_count, replica)` (see `BarlowTwins._step_seed`);
+  the step count is a model weight and the seed is stored beside it; the states of the model's
+  `keras.random.SeedGenerator`s (e.g. a `Dropout` in the encoder) are stored
+  too, as `save_weights` leaves them out;
+* the number of completed epochs.
+
+Each checkpoint is a directory `epoch-NNNNNN` (N = completed epochs) holding
+`model.weights.h5` and `checkpoint.json`. The JSON file is written last, through
+a temporary file and a rename, and marks the checkpoint complete: a process
+killed while saving leaves a directory without it, which is ignored (and
+removed at the next start), and the previous checkpoint is used. A complete
+checkpoint that fails to load (e.g. a damaged disk) is skipped with a warning in
+favour of the one before it. The last `max_to_keep` checkpoints are kept.
+
+Resuming restarts the interrupted epoch from its beginning. The run then ends
+with the same weights as an uninterrupted one when every epoch sees the same
+batches in the same order after a restart: see `TrainingCheckpoint` for the
+recipe of an input pipeline keyed by epoch.
+"""
+
+import json
+import os
+import re
+import time
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_barlow.callbacks import NON_FINITE_CAUSES
+
+_CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)$")
+_WEIGHTS_FILE = "model.weights.h5"
+_STATE_FILE = "checkpoint.json"
+
+
+class TrainingCheckpoint(keras.callbacks.Callback):
+    """Save the whole training state every epoch and resume from it on restart.
+
+    At the start of `fit` (or earlier, with `restore`), the newest complete
+    checkpoint in `directory` is loaded into the model and its optimizer, and
+    training continues after the last completed epoch. After every epoch the
+    state is saved atomically (see the module docstring). Nothing is deleted at
+    the end of training: the last checkpoint is the trained model.
+
+    A state that is not finite (NaN or Inf weights) is never saved: the callback
+    raises `FloatingPointError` instead and the previous checkpoint stays the
+    newest. An epoch cut short by `model.stop_training` is not saved either.
+
+    Exact resumption. A resumed run repeats the interrupted epoch from its first
+    batch, so it ends with the weights of an uninterrupted run (given
+    `keras.utils.set_random_seed(...)` and
+    `tf.config.experimental.enable_op_determinism()`) when epoch `e` yields the
+    same batches whether or not the process restarted. A
+    `dataset.shuffle(..., reshuffle_each_iteration=True)` does not: its order
+    depends on how many epochs the process has already run. Key the order by the
+    epoch instead, and skip the completed epochs:
+
+    ```python
+    def one_epoch(epoch):  # the batches of epoch `epoch`, a function of it only
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(len(files)), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return (tf.data.Dataset.from_tensor_slices(tf.gather(files, order))
+                .map(decode).batch(256, drop_remainder=True))
+
+    checkpoint = keras_barlow.checkpoints.TrainingCheckpoint(model_dir)
+    initial_epoch = checkpoint.restore(model)  # 0 when model_dir has none
+    if initial_epoch < epochs:  # else the run is finished: nothing to do
+        batches = tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
+        model.fit(batches, epochs=epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=len(files) // 256,
+                  callbacks=[checkpoint, keras_barlow.callbacks.NaNGuard()])
+    ```
+
+    (`Dataset.shuffle` takes no tensor seed, hence the stateless shuffle of the
+    file list; each epoch is batched on its own, with `drop_remainder=True`, so
+    that no batch straddles two epochs.) A pipeline built in Python for a given
+    epoch (e.g. `dataset.shuffle(n, seed=seed + epoch)`) can instead be given to
+    one `fit` per epoch, with the same callback:
+
+    ```python
+    for epoch in range(initial_epoch, epochs):
+        model.fit(make_dataset(epoch), initial_epoch=epoch, epochs=epoch + 1,
+                  callbacks=[checkpoint])
+    ```
+
+    Without the explicit `restore`, the callback restores at the start of `fit`
+    by itself; training then resumes correctly but with another data order than
+    an uninterrupted run.
+
+    Under a `tf.distribute` strategy only the chief writes (all workers read), so
+    `directory` must be shared by the workers. One run per directory.
+
+    Args:
+        directory: where the checkpoints are written (a local path or any
+            `tf.io.gfile` URL); created if missing.
+        max_to_keep: number of most recent checkpoints kept, at least 1.
+
+    Example:
+
+    ```python
+    model.compile(optimizer=keras_barlow.optimizers.LARS(schedule))
+    model.fit(dataset, epochs=100, callbacks=[
+        keras_barlow.checkpoints.TrainingCheckpoint("runs/barlow")])
+    ```
+    """
+
+    def __init__(self, directory, max_to_keep=2):
+        super().__init__()
+        if int(max_to_keep) != max_to_keep or max_to_keep < 1:
+            raise ValueError("`max_to_keep` must be a positive integer. "
+                             f"Received: max_to_keep={max_to_keep}")
+        self.directory = os.fspath(directory)
+        self.max_to_keep = int(max_to_keep)
+        self._restored_epoch = None
+        self._first_epoch_of_fit = False
+        self._batches_this_epoch = 0
+
+    def restore(self, model=None):
+        """Load the newest loadable checkpoint into `model`.
+
+        Builds the model and its optimizer first when needed. `model` must be
+        compiled. A `BarlowTwins` also gets the augmentation seed it was
+        trained with.
+
+        Args:
+            model: the model to restore; defaults to the callback's model.
+
+        Returns:
+            int, the number of completed epochs: the `initial_epoch` of `fit`;
+            0 when `directory` holds no checkpoint.
+
+        Raises:
+            RuntimeError: checkpoints exist but none of them loads into `model`
+                (e.g. the model's architecture changed).
+        """
+        model = model if model is not None else self.model
+        if model is not None and self.model is None:
+            self.set_model(model)
+        if getattr(model, "optimizer", None) is None:
+            raise ValueError("`restore` needs a compiled model: call "
+                             "`model.compile(optimizer=...)` first.")
+        if self._is_chief(model):
+            self._remove_incomplete()
+        paths = self.checkpoints()
+        if paths:
+            _build(model)
+        errors = []
+        for path in reversed(paths):
+            try:
+                state = _load(model, path)
+            except (OSError, ValueError, KeyError) as error:
+                errors.append(f"{path}: {error}")
+                warnings.warn(f"Checkpoint {path} could not be loaded ({error}). "
+                              "Trying the previous one.", stacklevel=2)
+                continue
+            self._restored_epoch = state["epoch"]
+            return self._restored_epoch
+        if errors:
+            raise RuntimeError(
+                "No checkpoint in {} loads into this model. Was the model or its "
+                "optimizer changed? Restore the original code, or train in a new "
+                "directory. Errors: {}".format(self.directory, "; ".join(errors)))
+        self._restored_epoch = 0
+        return 0
+
+    def checkpoints(self):
+        """Paths of the complete checkpoints, oldest first."""
+        if not tf.io.gfile.isdir(self.directory):
+            return []
+        found = []
+        for name in tf.io.gfile.listdir(self.directory):
+            match = _CHECKPOINT_NAME.match(name.rstrip("/"))
+            path = os.path.join(self.directory, name.rstrip("/"))
+            if match and tf.io.gfile.exists(os.path.join(path, _STATE_FILE)):
+                found.append((int(match.group(1)), path))
+        return [path for _, path in sorted(found)]
+
+    def on_train_begin(self, logs=None):
+        if self._restored_epoch is None:
+            self.restore()
+            # fit() starts from `model._initial_epoch` when set (as for Keras'
+            # BackupAndRestore): its `initial_epoch` argument could not know.
+            self.model._initial_epoch = self._restored_epoch or None
+        self._first_epoch_of_fit = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch_of_fit and epoch < self._restored_epoch:
+            raise ValueError(
+                f"`fit` starts at epoch {epoch + 1}, but the model was restored from "
+                f"the checkpoint after epoch {self._restored_epoch}. Pass "
+                f"`initial_epoch={self._restored_epoch}` (the value `restore` "
+                "returned) to `fit`.")
+        self._first_epoch_of_fit = False
+        self._batches_this_epoch = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Not on_train_batch_begin: when the data runs out, Keras begins a batch
+        # that never runs.
+        self._batches_this_epoch += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._batches_this_epoch == 0:
+            raise ValueError(
+                f"The training data yielded no batch in epoch {epoch + 1}. Check "
+                "that the dataset is not empty (file patterns, filters, "
+                "`batch(drop_remainder=True)` with fewer samples than one batch) "
+                "and that it yields `steps_per_epoch` batches per epoch.")
+        steps = self.params.get("steps") if self.params else None
+        if self.model.stop_training and steps and self._batches_this_epoch < steps:
+            return  # an incomplete epoch must not count as done
+        self.save(epoch + 1)
+
+    def on_train_end(self, logs=None):
+        self.model._initial_epoch = None
+
+    def save(self, epoch):
+        """Write the current state as the checkpoint of `epoch` completed epochs.
+
+        Returns:
+            The checkpoint's path, or None on a worker that does not write.
+
+        Raises:
+            FloatingPointError: the weights or optimizer state are not finite.
+        """
+        model = self.model
+        _check_finite(model, epoch)
+        if not self._is_chief(model):
+            return None
+        path = os.path.join(self.directory, f"epoch-{epoch:06d}")
+        if tf.io.gfile.exists(path):
+            tf.io.gfile.rmtree(path)
+        tf.io.gfile.makedirs(path)
+        weights_path = os.path.join(path, _WEIGHTS_FILE)
+        model.save_weights(weights_path)
+        _sync(weights_path)
+        state = json.dumps(_state(model, epoch))
+        _write_atomically(os.path.join(path, _STATE_FILE), state)
+        self._remove_old()
+        return path
+
+    def _remove_old(self):
+        for path in self.checkpoints()[:-self.max_to_keep]:
+            # Unmark first: a kill during the removal leaves an incomplete
+            # directory, never a complete-looking one with files missing.
+            tf.io.gfile.remove(os.path.join(path, _STATE_FILE))
+            tf.io.gfile.rmtree(path)
+
+    def _remove_incomplete(self):
+        if not tf.io.gfile.isdir(self.directory):
+            return
+        complete = set(self.checkpoints())
+        for name in tf.io.gfile.listdir(self.directory):
+            path = os.path.join(self.directory, name.rstrip("/"))
+            if _CHECKPOINT_NAME.match(name.rstrip("/")) and path not in complete:
+                tf.io.gfile.rmtree(path)
+
+    @staticmethod
+    def _is_chief(model):
+        return getattr(model.distribute_strategy.extended, "should_checkpoint", True)
+
+
+def _state(model, epoch):
+    return {
+        "epoch": int(epoch),
+        "step": int(model.optimizer.iterations.numpy()),
+        "seed": getattr(model, "seed", None),
+        "seed_generator_states": [
+            np.asarray(v.numpy()).tolist() for v in _seed_generator_states(model)],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _load(model, path):
+    """Load a checkpoint directory into a built `model`; returns its state dict."""
+    with tf.io.gfile.GFile(os.path.join(path, _STATE_FILE)) as file:
+        state = json.load(file)
+    model.load_weights(os.path.join(path, _WEIGHTS_FILE))
+    if int(model.optimizer.iterations.numpy()) != state["step"]:
+        raise ValueError(f"the optimizer's iteration count is "
+                         f"{int(model.optimizer.iterations.numpy())}, the checkpoint "
+                         f"says {state['step']}")
+    seed_states = _seed_generator_states(model)
+    if len(seed_states) != len(state["seed_generator_states"]):
+        raise ValueError(f"the model has {len(seed_states)} random seed generators, "
+                         f"the checkpoint {len(state['seed_generator_states'])}")
+    for variable, value in zip(seed_states, state["seed_generator_states"],
+                               strict=True):
+        variable.assign(np.asarray(value, variable.dtype))
+    _restore_seed(model, state["seed"])
+    return state
+
+
+def _build(model):
+    """Create the model's and the optimizer's variables so that they can be loaded."""
+    with model.distribute_strategy.scope():
+        if not model.built:
+            encoder = getattr(model, "encoder", None)
+            if encoder is None or not encoder.built:
+                raise ValueError(
+                    "Build the model before restoring a checkpoint, e.g. "
+                    "`model.build((None, height, width, 3))`.")
+            model.build(encoder.input_shape)
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+
+
+def _restore_seed(model, seed):
+    """Give a model created with another (e.g. random) seed its checkpoint's seed."""
+    if seed is None or getattr(model, "seed", None) in (None, seed):
+        return
+    model.seed = seed
+    # The seed is a constant of the traced step functions: trace them again.
+    if getattr(model, "train_function", None) is not None:
+        model.make_train_function(force=True)
+    model.test_function = None
+
+
+def _seed_generator_states(model):
+    """The `SeedGenerator` state variables, which `save_weights` does not write."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def _check_finite(model, epoch):
+    variables = model.weights + model.optimizer.variables
+    bad = [v.path for v in variables
+           if v.dtype.startswith(("float", "bfloat"))
+           and not np.isfinite(np.asarray(v.numpy(), np.float32)).all()]
+    if bad:
+        raise FloatingPointError(
+            f"After epoch {epoch}, {len(bad)} variables hold NaN or Inf (first: "
+            f"{bad[0]}); this state is not saved and the newest checkpoint is kept. "
+            + NON_FINITE_CAUSES)
+
+
+def _write_atomically(path, text):
+    temporary = path + ".tmp"
+    with tf.io.gfile.GFile(temporary, "w") as file:
+        file.write(text)
+    _sync(temporary)
+    tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def _sync(path):
+    """Flush a local file to the disk, so that it survives a power loss too."""
+    if "://" in path:
+        return
+    with open(path, "rb") as file:
+        os.fsync(file.fileno())

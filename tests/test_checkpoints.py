@@ -1,0 +1,283 @@
+"""Checkpoints, resumption after SIGKILL, interrupted writes and the NaN guard."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_barlow.callbacks import NaNGuard
+from keras_barlow.checkpoints import TrainingCheckpoint
+from keras_barlow.model import BarlowTwins
+from keras_barlow.optimizers import LARS
+
+WORKER = Path(__file__).with_name("_resume_worker.py")
+SIZE, BATCH, STEPS = 8, 4, 3
+
+
+def make_model(seed=0):
+    """A model fed with pre-made views: the same checkpoint, a faster trace."""
+    encoder = keras.Sequential([
+        keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(4, 3),
+        keras.layers.BatchNormalization(), keras.layers.ReLU(),
+        keras.layers.Dropout(0.2), keras.layers.GlobalAveragePooling2D()])
+    model = BarlowTwins(encoder, projector_dims=(8,), augmenter=None, seed=seed)
+    model.compile(optimizer=LARS(0.1, eta=0.02))
+    return model
+
+
+def views(epochs, nan_at=None):
+    """Batches of view pairs; with `nan_at=(epoch, batch)`, one pixel there is NaN."""
+    rng = np.random.default_rng(1)
+    x1 = rng.normal(size=(epochs * STEPS * BATCH, SIZE, SIZE, 3)).astype(np.float32)
+    x2 = x1 + 0.1 * rng.normal(size=x1.shape).astype(np.float32)
+    if nan_at is not None:
+        x1[(nan_at[0] * STEPS + nan_at[1]) * BATCH, 0, 0, 0] = np.nan
+    return tf.data.Dataset.from_tensor_slices((x1, x2)).batch(BATCH)
+
+
+def state_of(model):
+    """Everything a resumed run depends on, copied to NumPy."""
+    return [np.array(v.numpy()) for v in model.variables + model.optimizer.variables]
+
+
+class Snapshots(keras.callbacks.Callback):
+    """Records the state after every epoch: the reference a restore must give."""
+
+    def __init__(self):
+        super().__init__()
+        self.after_epoch = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.after_epoch[epoch + 1] = state_of(self.model)
+
+
+def assert_same_state(got, expected):
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def complete_checkpoints(directory):
+    return sorted(path.name for path in Path(directory).glob("epoch-*")
+                  if (path / "checkpoint.json").exists())
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tmp_path_factory):
+    """A run of 2 epochs with its checkpoints and the state after each epoch."""
+    directory = tmp_path_factory.mktemp("run")
+    snapshots = Snapshots()
+    model = make_model()
+    model.fit(views(2), epochs=2, steps_per_epoch=STEPS, verbose=0,
+              callbacks=[snapshots, TrainingCheckpoint(directory)])
+    return directory, snapshots.after_epoch
+
+
+def test_restore_gives_weights_optimizer_seed_and_epoch(two_epoch_run, tmp_path):
+    directory, after_epoch = two_epoch_run
+    assert complete_checkpoints(directory) == ["epoch-000001", "epoch-000002"]
+    model = make_model(seed=123)  # another augmentation seed, fresh weights
+    assert TrainingCheckpoint(directory).restore(model) == 2
+    assert model.seed == 0
+    assert int(model.optimizer.iterations.numpy()) == 2 * STEPS
+    assert_same_state(state_of(model), after_epoch[2])
+
+
+def test_fresh_directory_restores_nothing(tmp_path):
+    model = make_model()
+    before = state_of(model)
+    assert TrainingCheckpoint(tmp_path / "new").restore(model) == 0
+    assert_same_state(state_of(model), before)
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous(two_epoch_run, tmp_path):
+    directory, after_epoch = two_epoch_run
+    shutil.copytree(directory, tmp_path / "run")
+    weights = tmp_path / "run" / "epoch-000002" / "model.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    model = make_model()
+    with pytest.warns(UserWarning, match="epoch-000002 could not be loaded"):
+        assert TrainingCheckpoint(tmp_path / "run").restore(model) == 1
+    assert_same_state(state_of(model), after_epoch[1])
+
+
+def test_checkpoints_of_another_architecture_are_refused(two_epoch_run):
+    directory, _ = two_epoch_run
+    encoder = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(4, 3),
+                                keras.layers.GlobalAveragePooling2D()])
+    other = BarlowTwins(encoder, projector_dims=(16,), augmenter=None)
+    with pytest.raises(ValueError, match="needs a compiled model"):
+        TrainingCheckpoint(directory).restore(other)
+    other.compile(optimizer=LARS(0.1))
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="Was the model"):
+        TrainingCheckpoint(directory).restore(other)
+    assert complete_checkpoints(directory) == ["epoch-000001", "epoch-000002"]
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no cleanup."""
+
+
+def crash_in_weights_file(monkeypatch):
+    save_weights = keras.Model.save_weights
+
+    def half_written(model, path, **kwargs):
+        save_weights(model, path, **kwargs)
+        Path(path).write_bytes(Path(path).read_bytes()[:2000])
+        raise Killed
+
+    monkeypatch.setattr(keras.Model, "save_weights", half_written)
+
+
+def crash_before_marker_rename(monkeypatch):
+    def killed_rename(source, target, overwrite=False):
+        raise Killed
+
+    monkeypatch.setattr(tf.io.gfile, "rename", killed_rename)
+
+
+@pytest.mark.parametrize("crash", [crash_in_weights_file, crash_before_marker_rename])
+def test_write_killed_midway_leaves_previous_checkpoint(
+        crash, two_epoch_run, tmp_path, monkeypatch):
+    directory, after_epoch = two_epoch_run
+    shutil.copytree(directory, tmp_path, dirs_exist_ok=True)
+    model = make_model()
+    checkpoint = TrainingCheckpoint(tmp_path)
+    assert checkpoint.restore(model) == 2
+    model.optimizer.iterations.assign_add(1)  # a state that differs from epoch 2
+    crash(monkeypatch)
+    with pytest.raises(Killed):
+        checkpoint.save(3)
+    monkeypatch.undo()
+    assert complete_checkpoints(tmp_path) == ["epoch-000001", "epoch-000002"]
+    assert (tmp_path / "epoch-000003").exists()
+
+    restored = make_model(seed=5)
+    assert TrainingCheckpoint(tmp_path).restore(restored) == 2
+    assert_same_state(state_of(restored), after_epoch[2])
+    assert not (tmp_path / "epoch-000003").exists()  # the partial one is removed
+
+
+@pytest.mark.parametrize("guard", [True, False])
+def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(guard, tmp_path):
+    snapshots = Snapshots()
+    callbacks = [snapshots, TrainingCheckpoint(tmp_path)]
+    callbacks += [NaNGuard()] if guard else []
+    with pytest.raises(FloatingPointError) as error:
+        make_model().fit(views(3, nan_at=(1, 1)), epochs=3, steps_per_epoch=STEPS,
+                         verbose=0, callbacks=callbacks)
+    message = str(error.value)
+    if guard:  # named at the batch: step 5 = 3 steps of epoch 1 + 2 of epoch 2
+        assert "is nan at optimizer step 5 (epoch 2, batch 2" in message
+    else:  # caught by the checkpoint at the end of the epoch
+        assert "After epoch 2" in message and "not saved" in message
+    for cause in ("learning rate", "float16", "NaN or Inf pixels", "last checkpoint"):
+        assert cause in message
+
+    assert complete_checkpoints(tmp_path) == ["epoch-000001"]
+    restored = make_model()
+    assert TrainingCheckpoint(tmp_path).restore(restored) == 1
+    assert all(np.isfinite(value).all() for value in state_of(restored))
+    assert_same_state(state_of(restored), snapshots.after_epoch[1])
+
+
+def test_epoch_cut_short_by_stop_training_is_not_saved(tmp_path):
+    class StopInSecondEpoch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == STEPS + 1:
+                self.model.stop_training = True
+
+    make_model().fit(views(2), epochs=2, steps_per_epoch=STEPS, verbose=0,
+                     callbacks=[StopInSecondEpoch(), TrainingCheckpoint(tmp_path)])
+    assert complete_checkpoints(tmp_path) == ["epoch-000001"]
+
+
+def test_fit_one_epoch_at_a_time_continues_from_the_checkpoint(two_epoch_run, tmp_path):
+    directory, after_epoch = two_epoch_run
+    shutil.copytree(directory, tmp_path, dirs_exist_ok=True)
+    model = make_model()
+    checkpoint = TrainingCheckpoint(tmp_path, max_to_keep=5)
+    assert checkpoint.restore(model) == 2
+    with pytest.raises(ValueError, match="Pass `initial_epoch=2`"):
+        model.fit(views(1), epochs=3, verbose=0, callbacks=[checkpoint])
+    assert_same_state(state_of(model), after_epoch[2])  # not trained
+    for epoch in (2, 3):  # e.g. to build each epoch's dataset in Python
+        history = model.fit(views(1), initial_epoch=epoch, epochs=epoch + 1,
+                            verbose=0, callbacks=[checkpoint])
+        assert len(history.history["loss"]) == 1
+    assert int(model.optimizer.iterations.numpy()) == 4 * STEPS
+    assert complete_checkpoints(tmp_path)[-2:] == ["epoch-000003", "epoch-000004"]
+
+
+def test_max_to_keep_is_validated():
+    with pytest.raises(ValueError, match="Received: max_to_keep=0"):
+        TrainingCheckpoint("unused", max_to_keep=0)
+
+
+# ----------------------------------------------------------------------------------
+# A real SIGKILL in the middle of an epoch (see _resume_worker.py).
+
+
+def start_worker(model_dir, result, log, *extra):
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(model_dir), str(result), *map(str, extra)],
+        stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+
+
+def wait_for(path, process, log, timeout=240):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            pytest.fail(f"worker exited early:\n{Path(log).read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail("worker did not reach the pause point")
+        time.sleep(0.2)
+
+
+def finish(process, log, timeout=240):
+    if process.wait(timeout=timeout) != 0:
+        pytest.fail(f"worker failed:\n{Path(log).read_text()[-3000:]}")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_restart_ends_like_uninterrupted_run(tmp_path):
+    marker = tmp_path / "paused"
+    processes = []
+    try:
+        # The uninterrupted reference runs alongside the run that gets killed.
+        reference = start_worker(tmp_path / "reference", tmp_path / "reference.npz",
+                                 tmp_path / "reference.log")
+        victim = start_worker(tmp_path / "run", tmp_path / "unused.npz",
+                              tmp_path / "victim.log", "--pause-at", 1, 2, marker)
+        processes += [reference, victim]
+        wait_for(marker, victim, tmp_path / "victim.log")  # epoch 2, after batch 3
+        victim.send_signal(signal.SIGKILL)
+        assert victim.wait(timeout=30) == -signal.SIGKILL
+        assert complete_checkpoints(tmp_path / "run") == ["epoch-000001"]
+
+        resumed = start_worker(tmp_path / "run", tmp_path / "resumed.npz",
+                               tmp_path / "resumed.log")
+        processes.append(resumed)
+        finish(reference, tmp_path / "reference.log")
+        finish(resumed, tmp_path / "resumed.log")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    expected = np.load(tmp_path / "reference.npz")
+    got = np.load(tmp_path / "resumed.npz")
+    assert int(expected["initial_epoch"]) == 0 and int(got["initial_epoch"]) == 1
+    assert set(got.files) == set(expected.files)
+    for name in set(expected.files) - {"initial_epoch"}:
+        np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=1e-6,
+                                   err_msg=name)
+    assert complete_checkpoints(tmp_path / "run") == ["epoch-000002", "epoch-000003"]

@@ -1,0 +1,530 @@
+"""Tests of keras_barlow.data against references built in the tests.
+
+The image folder is written here from NumPy arrays (PNG is lossless, so decoded
+pixels must equal the arrays); archives are made with `tarfile`; TFDS runs on
+`tfds.testing.mock_data` and is compared with a plain `tfds.load`.
+"""
+
+import collections
+import io
+import os
+import pathlib
+import tarfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_barlow import data
+
+SHARED_ARCHIVE = (pathlib.Path(__file__).resolve().parents[2]
+                  / "shared" / "datasets" / "cifar10-jpeg-train.tar.gz")
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                   "horse", "ship", "truck"]
+
+
+# ----------------------------------------------------------------------------------
+# Helpers and fixtures.
+
+
+def _png(array):
+    return tf.io.encode_png(array).numpy()
+
+
+def _jpeg(array):
+    return tf.io.encode_jpeg(array, quality=95).numpy()
+
+
+def _smooth(height, width):
+    """A gradient image: JPEG keeps it within a few levels."""
+    rows = np.linspace(0, 150, height)[:, None, None]
+    cols = np.linspace(0, 50, width)[None, :, None]
+    return np.broadcast_to(rows + cols + np.array([0, 20, 40]), (height, width, 3)
+                           ).astype(np.uint8)
+
+
+def _block_mean(array, factor):
+    height, width, channels = array.shape
+    blocks = array.reshape(height // factor, factor, width // factor, factor, channels)
+    return blocks.astype(np.float64).mean(axis=(1, 3))
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A class folder tree and, per file, the expected 8x8 RGB image and tolerance.
+
+    PNGs of 8x8 must come back exactly; the 16x16 PNG is compared with its 2x2
+    block means (area resize); JPEGs with a mean tolerance.
+    """
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    expected = {}
+
+    def add(relative, contents, reference, tolerance=0.0):
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(contents)
+        expected[str(path)] = (reference, tolerance)
+
+    for index in range(3):
+        rgb = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        add(f"cat/{index}.png", _png(rgb), rgb)
+    gray = rng.integers(0, 256, (8, 8, 1), dtype=np.uint8)
+    add("cat/gray.png", _png(gray), np.repeat(gray, 3, axis=-1))
+    for index in range(2):
+        rgb = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        add(f"dog/{index}.png", _png(rgb), rgb)
+    rgba = rng.integers(0, 256, (8, 8, 4), dtype=np.uint8)
+    add("dog/alpha.png", _png(rgba), rgba[..., :3])
+    add("dog/photo.JPG", _jpeg(_smooth(8, 8)), _smooth(8, 8), tolerance=4.0)
+    large = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    add("emu/large.png", _png(large), _block_mean(large, 2), tolerance=0.501)
+    add("emu/wide.jpeg", _jpeg(_smooth(16, 24)), None)  # size only
+    nested = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    add("emu/extra/nested.png", _png(nested), nested)
+    # Ignored: non-image files, hidden files and folders.
+    (root / "README.txt").write_text("not a class")
+    (root / "cat" / "notes.txt").write_text("not an image")
+    (root / "cat" / ".DS_Store").write_bytes(b"\x00\x01")
+    (root / ".hidden").mkdir()
+    (root / ".hidden" / "x.png").write_bytes(_png(nested))
+    return root, expected
+
+
+def _collect(dataset):
+    batches = list(dataset.as_numpy_iterator())
+    if isinstance(batches[0], tuple):
+        return tuple(np.concatenate(part) for part in zip(*batches, strict=True))
+    return np.concatenate(batches)
+
+
+def _make_archive(archive, folder, arcname):
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=arcname)
+    return archive
+
+
+def _add_member(tar, name, contents):
+    info = tarfile.TarInfo(name)
+    info.size = len(contents)
+    tar.addfile(info, io.BytesIO(contents))
+
+
+def _extracted_dirs(cache):
+    return sorted(entry for entry in os.listdir(cache)) if cache.exists() else []
+
+
+# ----------------------------------------------------------------------------------
+# Image folders.
+
+
+def test_folder_pixels_labels_and_conversions(image_folder):
+    root, expected = image_folder
+    dataset = data.from_image_folder(root, image_size=8, batch_size=4, training=False,
+                                     interpolation="area")
+    images, labels = _collect(dataset)
+
+    assert dataset.class_names == ["cat", "dog", "emu"]
+    assert sorted(dataset.file_paths) == sorted(expected)
+    assert images.dtype == np.uint8 and images.shape == (len(expected), 8, 8, 3)
+    assert labels.dtype == np.int32
+    for image, label, path in zip(images, labels, dataset.file_paths, strict=True):
+        class_name = pathlib.Path(path).relative_to(root).parts[0]
+        assert label == dataset.class_names.index(class_name)
+        reference, tolerance = expected[path]
+        if reference is None:
+            continue
+        error = np.abs(image.astype(np.float64) - reference)
+        if tolerance == 0.0:  # lossless PNG at the target size: exact
+            np.testing.assert_array_equal(image, reference, err_msg=path)
+        elif path.endswith(".png"):  # area resize: block mean, rounded
+            assert error.max() <= tolerance, path
+        else:  # JPEG
+            assert error.mean() <= tolerance, path
+
+
+def test_folder_keeps_first_image_size_and_resizes_the_others(image_folder):
+    root, _ = image_folder
+    dataset = data.from_image_folder(root, batch_size=3, training=False)
+    images, _ = _collect(dataset)
+    assert images.shape[1:] == (8, 8, 3)  # cat/0.png comes first
+
+    crop = data.from_image_folder(root, image_size=(4, 6), batch_size=3,
+                                  training=False, crop_to_aspect_ratio=True)
+    assert _collect(crop)[0].shape[1:] == (4, 6, 3)
+
+
+def test_folder_training_shuffles_with_seed_and_drops_remainder(image_folder):
+    root, expected = image_folder
+    first = data.from_image_folder(root, image_size=8, batch_size=4, seed=3)
+    second = data.from_image_folder(root, image_size=8, batch_size=4, seed=3)
+    reference, _ = _collect(data.from_image_folder(root, image_size=8, batch_size=4,
+                                                   training=False))
+    epoch1, epoch2 = _collect(first)[0], _collect(first)[0]
+
+    assert len(epoch1) == len(expected) // 4 * 4  # 11 images -> 2 full batches
+    np.testing.assert_array_equal(epoch1, _collect(second)[0])
+    assert not np.array_equal(epoch1, epoch2), "each epoch must reshuffle"
+    reference_rows = {row.tobytes() for row in reference}
+    assert {row.tobytes() for row in epoch1} <= reference_rows
+
+
+def test_folder_unlabeled_finds_images_recursively(image_folder):
+    root, expected = image_folder
+    dataset = data.from_image_folder(root, image_size=8, labels=None, batch_size=5,
+                                     training=False)
+    images = _collect(dataset)
+    assert dataset.class_names is None
+    assert images.shape == (len(expected), 8, 8, 3)
+
+
+def test_folder_subsets_are_disjoint_stratified_and_limited(tmp_path):
+    counts = {"a": 12, "b": 8, "c": 4}
+    for name, count in counts.items():
+        (tmp_path / name).mkdir()
+        for index in range(count):
+            (tmp_path / name / f"{index:02d}.png").write_bytes(
+                _png(np.full((4, 4, 3), index, np.uint8)))
+    kwargs = dict(val_fraction=0.25, seed=5, batch_size=2)
+    train = data.from_image_folder(tmp_path, subset="training", **kwargs)
+    val = data.from_image_folder(tmp_path, subset="validation", **kwargs)
+
+    assert not set(train.file_paths) & set(val.file_paths)
+    assert len(train.file_paths) + len(val.file_paths) == sum(counts.values())
+    _, val_labels = _collect(val)  # evaluation mode: nothing dropped, in order
+    np.testing.assert_array_equal(np.bincount(val_labels), [3, 2, 1])
+
+    limited = data.from_image_folder(tmp_path, subset="training", limit_images=7,
+                                     training=False, **kwargs)
+    _, limited_labels = _collect(limited)
+    np.testing.assert_array_equal(np.bincount(limited_labels), [3, 2, 2])
+    assert set(limited.file_paths) <= set(train.file_paths)
+
+
+# ----------------------------------------------------------------------------------
+# Archives.
+
+
+def test_archive_matches_folder_and_is_extracted_once(image_folder, tmp_path,
+                                                      monkeypatch):
+    root, _ = image_folder
+    archive = _make_archive(tmp_path / "pets.tgz", root, arcname="train")
+    cache = tmp_path / "cache"
+    kwargs = dict(image_size=8, batch_size=4, training=False)
+    from_archive = data.from_image_folder(archive, cache_dir=cache, **kwargs)
+    from_folder = data.from_image_folder(root, **kwargs)
+
+    assert from_archive.class_names == from_folder.class_names
+    for got, want in zip(_collect(from_archive), _collect(from_folder), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert len(_extracted_dirs(cache)) == 1  # no staging folder left behind
+
+    def fail(*args):
+        raise AssertionError("the archive was extracted a second time")
+
+    monkeypatch.setattr(data, "_extract_members", fail)
+    assert data.class_names(archive, cache_dir=cache) == ["cat", "dog", "emu"]
+
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_archive_with_path_traversal_is_refused(tmp_path, relative):
+    cache = tmp_path / "cache"
+    escaped = cache / "escaped.png"  # where "../escaped.png" would land
+    name = "../escaped.png" if relative else str(escaped)
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        _add_member(tar, "good/1.png", _png(np.zeros((2, 2, 3), np.uint8)))
+        _add_member(tar, name, b"x")
+
+    with pytest.raises(ValueError, match="would be written outside"):
+        data.from_image_folder(archive, cache_dir=cache)
+    assert not escaped.exists()
+    assert _extracted_dirs(cache) == []
+
+
+def test_archive_truncated_leaves_nothing_and_a_good_copy_works(image_folder,
+                                                               tmp_path):
+    root, _ = image_folder
+    archive = _make_archive(tmp_path / "pets.tar.gz", root, arcname="pets")
+    contents = archive.read_bytes()
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(contents[: len(contents) // 2])
+    cache = tmp_path / "cache"
+
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        data.from_image_folder(broken, cache_dir=cache)
+    assert _extracted_dirs(cache) == []
+    assert data.class_names(archive, cache_dir=cache) == ["cat", "dog", "emu"]
+
+
+# ----------------------------------------------------------------------------------
+# Corrupt files.
+
+
+@pytest.fixture
+def folder_with_corrupt_files(tmp_path):
+    rng = np.random.default_rng(1)
+    good = {}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for index in range(3):
+            path = tmp_path / name / f"{index}.png"
+            path.write_bytes(_png(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)))
+            good[str(path)] = name
+    jpeg = _jpeg(_smooth(4, 4))
+    # Decodable although the end marker is not in the last 4 KiB: must be kept.
+    (tmp_path / "a" / "trailer.jpg").write_bytes(jpeg + b"\x00" * 5000)
+    good[str(tmp_path / "a" / "trailer.jpg")] = "a"
+    corrupt = {
+        tmp_path / "a" / "text.jpg": b"hello, not an image",
+        tmp_path / "a" / "empty.png": b"",
+        tmp_path / "b" / "truncated.jpg": jpeg[:-2],
+        tmp_path / "b" / "truncated.png": _png(np.zeros((4, 4, 3), np.uint8))[:-12],
+    }
+    for path, contents in corrupt.items():
+        path.write_bytes(contents)
+    return tmp_path, good, sorted(str(path) for path in corrupt)
+
+
+@pytest.mark.parametrize("validate", ["header", "decode"])
+def test_find_corrupt_images(folder_with_corrupt_files, validate):
+    root, good, corrupt = folder_with_corrupt_files
+    found = data.find_corrupt_images(sorted([*good, *corrupt]), validate=validate)
+    assert sorted(path for path, _ in found) == corrupt
+    if validate == "header":
+        reasons = dict(found)
+        assert reasons[str(root / "a" / "empty.png")] == "empty file"
+        assert "not a JPEG or PNG" in reasons[str(root / "a" / "text.jpg")]
+        assert "truncated JPEG" in reasons[str(root / "b" / "truncated.jpg")]
+        assert "truncated PNG" in reasons[str(root / "b" / "truncated.png")]
+
+
+def test_corrupt_files_raise_by_default_naming_each_file(folder_with_corrupt_files):
+    root, _, corrupt = folder_with_corrupt_files
+    with pytest.raises(ValueError, match="on_corrupt='skip'") as error:
+        data.from_image_folder(root, image_size=4, batch_size=2)
+    message = str(error.value)
+    assert f"{len(corrupt)} of 11 image files" in message
+    for path in corrupt:
+        assert path in message
+
+
+def test_corrupt_files_skipped_with_a_warning(folder_with_corrupt_files, monkeypatch):
+    root, good, corrupt = folder_with_corrupt_files
+    warnings = []
+    monkeypatch.setattr(data.logging, "warning",
+                        lambda message, *args: warnings.append(message % args))
+    dataset = data.from_image_folder(root, image_size=4, batch_size=2, training=False,
+                                     on_corrupt="skip")
+    images, labels = _collect(dataset)  # reads every file: no decode error
+
+    assert sorted(dataset.file_paths) == sorted(good)
+    assert len(images) == len(good)
+    np.testing.assert_array_equal(
+        labels, [dataset.class_names.index(good[path]) for path in dataset.file_paths])
+    assert len(warnings) == 1 and f"Skipping {len(corrupt)} of 11" in warnings[0]
+    assert all(path in warnings[0] for path in corrupt)
+
+
+# ----------------------------------------------------------------------------------
+# Selection helpers.
+
+
+def _round_robin_reference(labels, limit):
+    queues = {label: [i for i, value in enumerate(labels) if value == label]
+              for label in sorted(set(labels))}
+    chosen = []
+    while len(chosen) < limit and any(queues.values()):
+        for label in sorted(queues):
+            if queues[label] and len(chosen) < limit:
+                chosen.append(queues[label].pop(0))
+    return sorted(chosen)
+
+
+def test_stratified_split_is_stratified_disjoint_and_seeded():
+    rng = np.random.default_rng(2)
+    labels = rng.permutation(np.repeat([3, 7, 11, 20], [50, 30, 17, 3]))
+    train, val = data.stratified_split(labels, val_fraction=0.2, seed=1)
+
+    assert len(val) == round(0.2 * len(labels))
+    assert not set(train) & set(val)
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, val])),
+                                  np.arange(len(labels)))
+    for label in np.unique(labels):
+        share = 0.2 * np.sum(labels == label)
+        assert abs(np.sum(labels[val] == label) - share) < 1.0, label
+
+    again_train, again_val = data.stratified_split(labels, val_fraction=0.2, seed=1)
+    np.testing.assert_array_equal(val, again_val)
+    np.testing.assert_array_equal(train, again_train)
+    _, other_val = data.stratified_split(labels, val_fraction=0.2, seed=2)
+    assert not np.array_equal(val, other_val)
+    _, counted = data.stratified_split(labels[:, None], val_count=7, seed=1)
+    assert len(counted) == 7
+
+
+def test_balanced_subset_is_round_robin():
+    labels = [2, 0, 0, 2, 1, 0, 0, 2, 0]
+    for limit in (1, 4, 5, 7, 20):
+        np.testing.assert_array_equal(data.balanced_subset(labels, limit),
+                                      _round_robin_reference(labels, limit))
+
+
+# ----------------------------------------------------------------------------------
+# NumPy arrays.
+
+
+def test_from_numpy_order_labels_and_gray():
+    images = np.arange(10, dtype=np.uint8)[:, None, None] * np.ones((1, 3, 3), np.uint8)
+    labels = (np.arange(10) % 3)[:, None]
+    dataset = data.from_numpy(images, labels, batch_size=4, training=False)
+    got_images, got_labels = _collect(dataset)
+
+    np.testing.assert_array_equal(got_images, np.repeat(images[..., None], 3, axis=-1))
+    np.testing.assert_array_equal(got_labels, labels[:, 0])
+    assert got_labels.dtype == np.int32
+
+
+def test_from_numpy_training_shuffles_each_epoch_and_drops_remainder():
+    images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones(
+        (1, 2, 2, 3), np.uint8)
+    dataset = data.from_numpy(images, batch_size=4, seed=7)
+    epoch1, epoch2 = _collect(dataset)[:, 0, 0, 0], _collect(dataset)[:, 0, 0, 0]
+    replay = _collect(data.from_numpy(images, batch_size=4, seed=7))[:, 0, 0, 0]
+
+    assert len(epoch1) == 8 and len(set(epoch1)) == 8
+    np.testing.assert_array_equal(epoch1, replay)
+    assert not np.array_equal(epoch1, epoch2)
+
+
+def test_from_numpy_resize_split_and_limit():
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (40, 8, 8, 4), dtype=np.uint8)
+    labels = np.repeat(np.arange(4), 10)
+    val = data.from_numpy(images, labels, image_size=4, interpolation="area",
+                          batch_size=8, subset="validation", val_count=8, seed=0)
+    val_images, val_labels = _collect(val)
+    np.testing.assert_array_equal(np.bincount(val_labels), [2, 2, 2, 2])
+    assert val_images.shape == (8, 4, 4, 3)
+    _, val_indices = data.stratified_split(labels, val_count=8, seed=0)
+    reference = np.stack([_block_mean(image[..., :3], 2)
+                          for image in images[val_indices]])
+    assert np.abs(val_images - reference).max() <= 0.501  # rounded, not truncated
+
+    limited = data.from_numpy(images, labels, batch_size=6, training=False,
+                              limit_images=6)
+    np.testing.assert_array_equal(_collect(limited)[1], [0, 0, 1, 1, 2, 3])
+
+
+# ----------------------------------------------------------------------------------
+# TFDS (mock data: offline, real TFDS code paths).
+
+
+def test_from_tfds_matches_tfds_load():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=20):
+        dataset = data.from_tfds("cifar10", "train", batch_size=8, training=False)
+        images, labels = _collect(dataset)
+        reference = list(tfds.load("cifar10", split="train", shuffle_files=False))
+        names = tfds.builder("cifar10").info.features["label"].names
+        training = data.from_tfds("cifar10", "train", batch_size=8, seed=1)
+        train_images, _ = _collect(training)
+        limited = data.from_tfds("cifar10", "train", batch_size=5, training=False,
+                                 limit_images=5)
+        _, limited_labels = _collect(limited)
+
+    np.testing.assert_array_equal(images, [example["image"] for example in reference])
+    np.testing.assert_array_equal(labels, [example["label"] for example in reference])
+    assert labels.dtype == np.int32 and images.dtype == np.uint8
+    assert dataset.class_names == names and len(names) == 10
+    assert train_images.shape == (16, 32, 32, 3)  # 20 examples, drop_remainder
+    reference_labels = [int(example["label"]) for example in reference]
+    first_of_each = sorted({label: index for index, label in
+                            reversed(list(enumerate(reference_labels)))}.values())
+    np.testing.assert_array_equal(limited_labels,
+                                  [reference_labels[i] for i in first_of_each[:5]])
+
+
+def test_from_tfds_grayscale_becomes_rgb_and_resizes():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=6):
+        images, _ = _collect(data.from_tfds("mnist", "test", batch_size=6,
+                                            training=False))
+        resized, _ = _collect(data.from_tfds("mnist", "test", image_size=(8, 8),
+                                             batch_size=3))
+        with pytest.raises(ValueError, match="has no feature 'caption'"):
+            data.from_tfds("mnist", "test", label_key="caption")
+        with pytest.raises(ValueError, match="batch_size`=64 is larger than the 6"):
+            data.from_tfds("mnist", "test", batch_size=64)
+
+    assert images.shape == (6, 28, 28, 3)
+    np.testing.assert_array_equal(images[..., 0], images[..., 2])
+    assert resized.shape == (6, 8, 8, 3)
+
+
+# ----------------------------------------------------------------------------------
+# Errors.
+
+
+def test_clear_errors(tmp_path, image_folder):
+    root, _ = image_folder
+    with pytest.raises(FileNotFoundError, match="not found"):
+        data.from_image_folder(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="No class folders"):
+        data.from_image_folder(tmp_path / "empty")
+    (tmp_path / "no_images" / "cat").mkdir(parents=True)
+    with pytest.raises(ValueError, match="No images found"):
+        data.from_image_folder(tmp_path / "no_images")
+    (tmp_path / "file.zip").write_bytes(b"PK")
+    with pytest.raises(ValueError, match="Received the file"):
+        data.from_image_folder(tmp_path / "file.zip")
+    for size in (0, -3, (8,), (8, 0), "8", 2.5, True):
+        with pytest.raises(ValueError, match="`image_size` must be"):
+            data.from_image_folder(root, image_size=size)
+    with pytest.raises(ValueError, match="would be empty"):
+        data.from_image_folder(root, batch_size=64)
+    with pytest.raises(ValueError, match="go together"):
+        data.from_image_folder(root, subset="training")
+    with pytest.raises(ValueError, match="`on_corrupt` must be one of"):
+        data.from_image_folder(root, on_corrupt="ignore")
+    with pytest.raises(ValueError, match="between 1 and"):
+        data.stratified_split(np.zeros(3), val_fraction=0.1)
+    with pytest.raises(ValueError, match="must be uint8"):
+        data.from_numpy(np.zeros((4, 2, 2, 3), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        data.from_numpy(np.zeros((4, 2, 2, 2), np.uint8))
+    with pytest.raises(ValueError, match=r"labels` must be integers of shape \(4,\)"):
+        data.from_numpy(np.zeros((4, 2, 2, 3), np.uint8), labels=np.zeros(3, int))
+
+
+# ----------------------------------------------------------------------------------
+# The shared CIFAR-10 archive: read only the first images of each class.
+
+
+@pytest.mark.shared_data
+def test_shared_cifar10_archive(tmp_path):
+    if not SHARED_ARCHIVE.is_file():
+        pytest.skip(f"shared data set absent: {SHARED_ARCHIVE} (see shared/datasets)")
+    per_class, originals, kept = 2, {}, collections.Counter()
+    small = tmp_path / "cifar10-small.tar.gz"
+    with tarfile.open(SHARED_ARCHIVE, "r|gz") as source, \
+            tarfile.open(small, "w:gz") as target:
+        for member in source:  # reads headers, and the files kept
+            class_name = pathlib.PurePosixPath(member.name).parent.name
+            if member.isfile() and kept[class_name] < per_class:
+                kept[class_name] += 1
+                originals[member.name] = source.extractfile(member).read()
+                _add_member(target, member.name, originals[member.name])
+    assert sorted({name.split("/")[1] for name in originals}) == CIFAR10_CLASSES
+
+    dataset = data.from_image_folder(small, cache_dir=tmp_path / "cache",
+                                     batch_size=len(originals), training=False)
+    images, labels = _collect(dataset)
+    assert dataset.class_names == CIFAR10_CLASSES
+    assert images.shape == (20, 32, 32, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(labels, np.repeat(np.arange(10), per_class))
+    for image, path in zip(images, dataset.file_paths, strict=True):
+        name = "/".join(pathlib.Path(path).parts[-3:])
+        reference = tf.io.decode_jpeg(originals[name], channels=3).numpy()
+        np.testing.assert_array_equal(image, reference)

@@ -1,0 +1,116 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_barlow
+from keras_barlow import augment
+
+IMAGE_SIZE = 16
+
+
+def tiny_encoder():
+    images = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, use_bias=False)(images)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    return keras.Model(images, keras.layers.GlobalAveragePooling2D()(x))
+
+
+def tiny_model(augmenter):
+    model = keras_barlow.BarlowTwins(tiny_encoder(), projector_dims=(32, 32),
+                                     augmenter=augmenter, seed=3)
+    model.build((None, IMAGE_SIZE, IMAGE_SIZE, 3))
+    return model
+
+
+def uint8_images(count, seed=0):
+    return np.random.default_rng(seed).integers(
+        0, 256, (count, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+
+
+class LossPerStep(keras.callbacks.Callback):
+    """The loss of each step (Keras logs the running mean over the epoch)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.running_means = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.running_means.append(float(logs["loss"]))
+
+    @property
+    def losses(self):
+        means = np.array(self.running_means)
+        totals = means * np.arange(1, len(means) + 1)
+        return np.diff(totals, prepend=0.0)
+
+
+def fit_losses(model, data, jit_compile, **fit_kwargs):
+    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit_compile)
+    assert model.jit_compile is jit_compile
+    recorder = LossPerStep()
+    model.fit(data, epochs=1, shuffle=False, verbose=0, callbacks=[recorder],
+              **fit_kwargs)
+    return recorder.losses
+
+
+class FixedViews(keras.layers.Layer):
+    """A deterministic augmenter, so that both settings see the same views.
+
+    (XLA draws other random numbers than TensorFlow's kernels from one seed.)
+    """
+
+    def call(self, images, seed=None):
+        unit = augment.to_unit_range(images)
+        flipped = augment.solarize(tf.reverse(unit, axis=[2]))
+        return augment.normalize(unit), augment.normalize(flipped)
+
+
+def test_jit_compiled_steps_match_uncompiled_steps():
+    initial_weights = tiny_model(FixedViews()).get_weights()
+    losses = {}
+    for jit_compile in (False, True):
+        model = tiny_model(FixedViews())
+        model.set_weights(initial_weights)
+        losses[jit_compile] = fit_losses(model, uint8_images(16), jit_compile,
+                                         batch_size=8)
+    assert losses[True].shape == (2,) and np.isfinite(losses[True]).all()
+    # Step 1: the same weights; step 2: the same update as well.
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+
+
+def test_builtin_augmentation_compiles_and_transforms_alike():
+    # Every layer of the "imagenet" recipe (blur and solarize made likelier): the
+    # draws compile; given them, the compiled transforms (resampling, color
+    # jitter through HSV, blur, solarize) match the uncompiled ones. (A whole
+    # BarlowTwins step with this augmenter compiles too, in ~45 s on 2 CPU cores.)
+    augmenter = keras_barlow.BarlowTwinsAugment(IMAGE_SIZE, preset="imagenet",
+                                                blur_probability=(0.5, 0.5),
+                                                solarize_probability=(0.5, 0.5))
+    images = tf.constant(uint8_images(8, seed=2), tf.float32) / 255.0
+    for index, layer in enumerate(augmenter.views[0]):
+        seed = tf.constant([index, 7], tf.int32)
+        draw = tf.function(layer.get_random_transformation, jit_compile=True)
+        transformation = draw(images, seed)
+        compiled = tf.function(layer.transform_images, jit_compile=True)
+        np.testing.assert_allclose(
+            compiled(images, transformation).numpy(),
+            layer.transform_images(images, transformation).numpy(),
+            atol=1e-5, err_msg=layer.name)
+
+
+@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")),
+                    reason="on a GPU Keras' 'auto' turns XLA on")
+def test_auto_leaves_xla_off_on_a_cpu_only_machine():
+    # Measured with benchmarks/xla.py: XLA makes the CPU train step slower.
+    model = tiny_model(augmenter="imagenet")
+    model.compile(optimizer="sgd")
+    assert model.jit_compile is False
+
+
+def test_jit_compile_falls_back_with_a_warning_on_several_replicas(mirrored_strategy):
+    with mirrored_strategy.scope():
+        model = tiny_model(augmenter=None)
+        with pytest.warns(UserWarning, match="keras-team/keras#19005"):
+            model.compile(optimizer="sgd", jit_compile=True)
+    assert model.jit_compile is False
