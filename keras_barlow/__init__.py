@@ -49,6 +49,7 @@ from keras_barlow import (  # noqa: E402
     plotting,  # imports matplotlib only when a figure is drawn
     presets,
     schedules,
+    validation,
 )
 from keras_barlow.augment import BarlowTwinsAugment, Preprocess  # noqa: E402
 from keras_barlow.backbones import ResNet18, ResNet34, ResNet50  # noqa: E402
@@ -103,4 +104,5 @@ __all__ = [
     "plotting",
     "presets",
     "schedules",
+    "validation",
 ]

@@ -22,6 +22,8 @@ import math
 import keras
 import tensorflow as tf
 
+from keras_barlow.validation import validate_images
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 GRAYSCALE_WEIGHTS = (0.299, 0.587, 0.114)
@@ -334,6 +336,29 @@ class RandomLayer(keras.layers.Layer):
         return {**super().get_config(), "seed": self.seed}
 
 
+class RandomApplyLayer(RandomLayer):
+    """Base of the layers that change each sample with `probability` (RandomApply).
+
+    `get_random_transformation` draws `"apply"`, a bool `(B,)`; subclasses add
+    their own parameters and use it in `transform_images`.
+
+    Args:
+        probability: chance that a sample is changed.
+        seed: int seed for calls without an explicit seed.
+    """
+
+    def __init__(self, probability, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        _check_probability("probability", probability)
+        self.probability = probability
+
+    def get_random_transformation(self, images, seed):
+        return {"apply": _bernoulli(seed, tf.shape(images)[0], self.probability)}
+
+    def get_config(self):
+        return {**super().get_config(), "probability": self.probability}
+
+
 def _check_probability(name, value):
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"`{name}` must be between 0 and 1. Received: {name}={value}")
@@ -406,7 +431,7 @@ class RandomResizedCrop(RandomLayer):
 
 
 @keras.saving.register_keras_serializable(package="keras_barlow")
-class RandomColorJitter(RandomLayer):
+class RandomColorJitter(RandomApplyLayer):
     """torchvision's `RandomApply([ColorJitter(b, c, s, h)], p)`, drawn per sample.
 
     Brightness, contrast and saturation factors are drawn from
@@ -426,32 +451,31 @@ class RandomColorJitter(RandomLayer):
 
     def __init__(self, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
                  probability=0.8, seed=None, **kwargs):
-        super().__init__(seed=seed, **kwargs)
+        super().__init__(probability, seed=seed, **kwargs)
         for name, value in (("brightness", brightness), ("contrast", contrast),
                             ("saturation", saturation)):
             if value < 0:
                 raise ValueError(f"`{name}` must be >= 0. Received: {name}={value}")
         if not 0.0 <= hue <= 0.5:
             raise ValueError(f"`hue` must be between 0 and 0.5. Received: hue={hue}")
-        _check_probability("probability", probability)
         self.brightness, self.contrast = brightness, contrast
         self.saturation, self.hue = saturation, hue
-        self.probability = probability
 
     def get_random_transformation(self, images, seed):
         batch_size = tf.shape(images)[0]
         seeds = _split(seed, 6)
+        transformation = super().get_random_transformation(images, seeds[5])
 
         def factor(seed, strength):
             return _uniform(seed, (batch_size,), max(0.0, 1.0 - strength), 1.0 + strength)
 
         return {
+            **transformation,
             "brightness": factor(seeds[0], self.brightness),
             "contrast": factor(seeds[1], self.contrast),
             "saturation": factor(seeds[2], self.saturation),
             "hue": _uniform(seeds[3], (batch_size,), -self.hue, self.hue),
             "order": tf.argsort(tf.random.stateless_uniform((batch_size, 4), seeds[4])),
-            "apply": _bernoulli(seeds[5], batch_size, self.probability),
         }
 
     def transform_images(self, images, transformation):
@@ -478,34 +502,26 @@ class RandomColorJitter(RandomLayer):
     def get_config(self):
         return {**super().get_config(), "brightness": self.brightness,
                 "contrast": self.contrast, "saturation": self.saturation,
-                "hue": self.hue, "probability": self.probability}
+                "hue": self.hue}
 
 
 @keras.saving.register_keras_serializable(package="keras_barlow")
-class RandomGrayscale(RandomLayer):
+class RandomGrayscale(RandomApplyLayer):
     """Replace a sample by its luma in all three channels with `probability`.
 
     Input shape: `(B, H, W, 3)` float32 in [0, 1]. Output shape: the same.
     """
 
     def __init__(self, probability=0.2, seed=None, **kwargs):
-        super().__init__(seed=seed, **kwargs)
-        _check_probability("probability", probability)
-        self.probability = probability
-
-    def get_random_transformation(self, images, seed):
-        return {"apply": _bernoulli(seed, tf.shape(images)[0], self.probability)}
+        super().__init__(probability, seed=seed, **kwargs)
 
     def transform_images(self, images, transformation):
         apply = transformation["apply"][:, None, None]
         return apply_color_matrices(images, tf.where(apply, _TO_GRAY_MATRIX, tf.eye(3)))
 
-    def get_config(self):
-        return {**super().get_config(), "probability": self.probability}
-
 
 @keras.saving.register_keras_serializable(package="keras_barlow")
-class RandomGaussianBlur(RandomLayer):
+class RandomGaussianBlur(RandomApplyLayer):
     """Isotropic Gaussian blur with `sigma ~ U(sigma_range)` pixels, per sample.
 
     The paper blurs with PIL's `GaussianBlur(radius=sigma)`; here the blur is an
@@ -522,19 +538,14 @@ class RandomGaussianBlur(RandomLayer):
     """
 
     def __init__(self, probability=1.0, sigma_range=(0.1, 2.0), seed=None, **kwargs):
-        super().__init__(seed=seed, **kwargs)
-        _check_probability("probability", probability)
+        super().__init__(probability, seed=seed, **kwargs)
         _check_range("sigma_range", sigma_range, low=1e-6)
-        self.probability = probability
         self.sigma_range = tuple(sigma_range)
 
     def get_random_transformation(self, images, seed):
         sigma_seed, apply_seed = _split(seed, 2)
-        batch_size = tf.shape(images)[0]
-        return {
-            "sigma": _uniform(sigma_seed, (batch_size,), *self.sigma_range),
-            "apply": _bernoulli(apply_seed, batch_size, self.probability),
-        }
+        sigma = _uniform(sigma_seed, (tf.shape(images)[0],), *self.sigma_range)
+        return {**super().get_random_transformation(images, apply_seed), "sigma": sigma}
 
     def transform_images(self, images, transformation):
         _, height, width = _batch_height_width(images)
@@ -545,12 +556,11 @@ class RandomGaussianBlur(RandomLayer):
         return apply_separable(images, rows, cols)
 
     def get_config(self):
-        return {**super().get_config(), "probability": self.probability,
-                "sigma_range": self.sigma_range}
+        return {**super().get_config(), "sigma_range": self.sigma_range}
 
 
 @keras.saving.register_keras_serializable(package="keras_barlow")
-class RandomSolarize(RandomLayer):
+class RandomSolarize(RandomApplyLayer):
     """Solarize (invert pixels >= 0.5) a sample with `probability`.
 
     Keras' `Solarization` draws its threshold from a range that is not scaled to the
@@ -560,18 +570,10 @@ class RandomSolarize(RandomLayer):
     """
 
     def __init__(self, probability=0.2, seed=None, **kwargs):
-        super().__init__(seed=seed, **kwargs)
-        _check_probability("probability", probability)
-        self.probability = probability
-
-    def get_random_transformation(self, images, seed):
-        return {"apply": _bernoulli(seed, tf.shape(images)[0], self.probability)}
+        super().__init__(probability, seed=seed, **kwargs)
 
     def transform_images(self, images, transformation):
         return tf.where(transformation["apply"][:, None, None, None], solarize(images), images)
-
-    def get_config(self):
-        return {**super().get_config(), "probability": self.probability}
 
 
 @keras.saving.register_keras_serializable(package="keras_barlow")
@@ -706,10 +708,17 @@ class Preprocess(keras.layers.Layer):
 
     def call(self, images):
         images = to_unit_range(validate_images(images))
-        height, width = images.shape[1], images.shape[2]
-        if (height, width) != self.image_size or self.crop_fraction != 1.0:
+        if self.crop_fraction == 1.0 and images.shape[1:3] == self.image_size:
+            return normalize(images)
+        if self.crop_fraction == 1.0:
+            # Sizes known only at run time (a serving signature): images that
+            # already have `image_size` skip the resize and stay bit-exact.
+            same_size = tf.reduce_all(tf.shape(images)[1:3] == self.image_size)
+            images = tf.cond(same_size, lambda: images,
+                             lambda: self._resize_and_center_crop(images))
+        else:
             images = self._resize_and_center_crop(images)
-        return normalize(images)
+        return normalize(tf.ensure_shape(images, (None, *self.image_size, 3)))
 
     def _resize_and_center_crop(self, images):
         target = [round(side / self.crop_fraction) for side in self.image_size]
@@ -726,34 +735,6 @@ class Preprocess(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size,
                 "crop_fraction": self.crop_fraction}
-
-
-def validate_images(images):
-    """Check that `images` is a `(B, H, W, 3)` batch of uint8 or float pixels.
-
-    Raises:
-        ValueError: with what was received and what to do, on a wrong rank, a
-            channel count other than 3 or a non-numeric dtype.
-    """
-    images = tf.convert_to_tensor(images)
-    if images.shape.rank != 4:
-        raise ValueError(
-            "Expected a batch of images of shape (batch_size, height, width, 3). "
-            f"Received: shape {images.shape}. Batch the dataset (`dataset.batch(n)`) "
-            "or add the missing axis."
-        )
-    if images.shape[-1] != 3:
-        raise ValueError(
-            f"Expected 3 color channels (RGB). Received: {images.shape[-1]} channels "
-            f"(shape {images.shape}). Convert grayscale images with "
-            "`tf.image.grayscale_to_rgb` and drop alpha channels first."
-        )
-    if not (images.dtype == tf.uint8 or images.dtype.is_floating):
-        raise ValueError(
-            "Expected uint8 images or float images in [0, 255]. "
-            f"Received: dtype {images.dtype.name}. Cast with `tf.cast(images, tf.uint8)`."
-        )
-    return images
 
 
 def _batch_height_width(images):

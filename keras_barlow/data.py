@@ -13,6 +13,24 @@ Images of another size are resized to `image_size` (bilinear, antialiased),
 then rounded back to uint8; grayscale images become RGB and alpha channels are
 dropped.
 
+Epochs keyed by their number (exact resumption). By default a training dataset
+reshuffles at every pass, so the order of an epoch depends on how many passes
+the process has made: a run restarted from a checkpoint sees other batches than
+an uninterrupted one. `from_image_folder` and `from_numpy` with `epochs=E`
+instead yield the batches of epochs `initial_epoch, ..., E - 1` one after the
+other, epoch `e` in an order that depends only on `(seed, e)` (a stateless
+shuffle), `steps_per_epoch` full batches each. Built with the `initial_epoch`
+that `keras_barlow.checkpoints.TrainingCheckpoint.restore` returns, it continues
+exactly where the interrupted run was:
+
+```python
+initial_epoch = checkpoint.restore(model)
+train = keras_barlow.data.from_image_folder(
+    path, batch_size=256, labels=None, epochs=100, initial_epoch=initial_epoch)
+model.fit(train, epochs=100, initial_epoch=initial_epoch,
+          steps_per_epoch=train.steps_per_epoch, callbacks=[checkpoint])
+```
+
 Example:
 
 ```python
@@ -144,7 +162,8 @@ def from_image_folder(
     path, image_size=None, batch_size=256, training=None, shuffle=None, seed=0,
     labels="inferred", subset=None, val_fraction=None, val_count=None,
     limit_images=None, on_corrupt="raise", validate="header", cache_dir=None,
-    interpolation="bilinear", crop_to_aspect_ratio=False,
+    interpolation="bilinear", crop_to_aspect_ratio=False, epochs=None,
+    initial_epoch=0, steps_per_epoch=None,
 ):
     """Batches of uint8 images (and int32 labels) from a folder of JPEG and PNG files.
 
@@ -196,12 +215,23 @@ def from_image_folder(
         interpolation: `tf.image.resize` method.
         crop_to_aspect_ratio: center-crop to the aspect ratio of `image_size`
             before resizing, instead of squashing.
+        epochs: `None` (one pass, reshuffled at every iteration) or the
+            total number of epochs of training: the dataset then holds the
+            batches of epochs `initial_epoch` to `epochs - 1`, each epoch in an
+            order keyed by `(seed, epoch)` (see the module docstring). Needs
+            `training=True`.
+        initial_epoch: the first epoch to yield (with `epochs`), e.g. the
+            completed epochs of a restored checkpoint.
+        steps_per_epoch: batches per epoch (with `epochs`), at most and by
+            default `images // batch_size`; each epoch uses the first ones of
+            its order.
 
     Returns:
         `tf.data.Dataset` of `(images, labels)`: uint8 `(B, H, W, 3)` and int32
         `(B,)` (images only with `labels=None`), with attributes `class_names`
-        (sorted folder names, or `None`) and `file_paths` (in the order of an
-        unshuffled pass).
+        (sorted folder names, or `None`), `file_paths` (in the order of an
+        unshuffled pass) and `steps_per_epoch` (full batches per epoch, for
+        `fit`; `None` when `training=False`).
 
     Raises:
         FileNotFoundError: `path` does not exist.
@@ -226,6 +256,7 @@ def from_image_folder(
     _check_subset(subset, val_fraction, val_count)
     training = subset != "validation" if training is None else training
     shuffle = training if shuffle is None else shuffle
+    _check_epochs(epochs, initial_epoch, steps_per_epoch, training)
 
     root = image_root(path, cache_dir)
     names, paths, label_array = _list_images(root, labels)
@@ -244,22 +275,24 @@ def from_image_folder(
         return image if label is None else (image, label)
 
     elements = paths if labels is None else (paths, label_array)
-    dataset = tf.data.Dataset.from_tensor_slices(elements)
-    if shuffle:
-        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    steps = _steps_per_epoch(len(paths), batch_size, training, steps_per_epoch)
+    dataset = _ordered(elements, shuffle, seed, epochs, initial_epoch,
+                       steps and steps * batch_size)
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE)
     if on_corrupt == "skip":
         dataset = dataset.ignore_errors(log_warning=True)
     dataset = dataset.batch(batch_size, drop_remainder=training).prefetch(AUTOTUNE)
     dataset.class_names = names
     dataset.file_paths = [str(file_path) for file_path in paths]
+    dataset.steps_per_epoch = steps
     return dataset
 
 
 def from_numpy(
     images, labels=None, image_size=None, batch_size=256, training=None, shuffle=None,
     seed=0, subset=None, val_fraction=None, val_count=None, limit_images=None,
-    interpolation="bilinear", crop_to_aspect_ratio=False,
+    interpolation="bilinear", crop_to_aspect_ratio=False, epochs=None,
+    initial_epoch=0, steps_per_epoch=None,
 ):
     """Batches of uint8 images (and int32 labels) from arrays in memory.
 
@@ -281,10 +314,13 @@ def from_numpy(
         subset, val_fraction, val_count, limit_images: see `from_image_folder`.
         interpolation: `tf.image.resize` method.
         crop_to_aspect_ratio: center-crop to the aspect ratio of `image_size`.
+        epochs, initial_epoch, steps_per_epoch: epochs keyed by their number,
+            see `from_image_folder`.
 
     Returns:
         `tf.data.Dataset` of `(images, labels)`: uint8 `(B, H, W, 3)` and int32
-        `(B,)`, or of images only when `labels` is `None`.
+        `(B,)`, or of images only when `labels` is `None`, with the attribute
+        `steps_per_epoch` (see `from_image_folder`).
 
     Example:
 
@@ -300,6 +336,7 @@ def from_numpy(
     _check_subset(subset, val_fraction, val_count)
     training = subset != "validation" if training is None else training
     shuffle = training if shuffle is None else shuffle
+    _check_epochs(epochs, initial_epoch, steps_per_epoch, training)
 
     strata = np.zeros(len(images), np.int32) if label_array is None else label_array
     indices = _select(strata, subset, val_fraction, val_count, seed, limit_images)
@@ -314,11 +351,44 @@ def from_numpy(
             return batch
         return batch, tf.gather(label_tensor, batch_indices)
 
-    dataset = tf.data.Dataset.from_tensor_slices(indices)
-    if shuffle:
-        dataset = dataset.shuffle(len(indices), seed, reshuffle_each_iteration=True)
+    steps = _steps_per_epoch(len(indices), batch_size, training, steps_per_epoch)
+    dataset = _ordered(indices, shuffle, seed, epochs, initial_epoch,
+                       steps and steps * batch_size)
     dataset = dataset.batch(batch_size, drop_remainder=training)
-    return dataset.map(gather, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    dataset = dataset.map(gather, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    dataset.steps_per_epoch = steps
+    return dataset
+
+
+def _ordered(elements, shuffle, seed, epochs, initial_epoch, per_epoch):
+    """The elements in training order, before batching.
+
+    Without `epochs`: one pass, reshuffled at every iteration when `shuffle`.
+    With `epochs`: the first `per_epoch` elements of each epoch from
+    `initial_epoch` to `epochs - 1`, in an order keyed by `(seed, epoch)`. Each
+    epoch holds whole batches, so no batch straddles two epochs.
+    """
+    if epochs is None:
+        dataset = tf.data.Dataset.from_tensor_slices(elements)
+        if shuffle:
+            count = len(tf.nest.flatten(elements)[0])
+            dataset = dataset.shuffle(count, seed, reshuffle_each_iteration=True)
+        return dataset
+    elements = tf.nest.map_structure(tf.convert_to_tensor, elements)
+    count = len(tf.nest.flatten(elements)[0])
+
+    def one_epoch(epoch):
+        order = tf.range(count, dtype=tf.int64)
+        if shuffle:
+            # `Dataset.shuffle` takes no tensor seed: shuffle the indices instead.
+            order = tf.random.experimental.stateless_shuffle(
+                order, seed=tf.stack([tf.constant(seed, tf.int64), epoch]),
+                alg="philox")
+        order = order[:per_epoch]
+        return tf.data.Dataset.from_tensor_slices(
+            tf.nest.map_structure(lambda tensor: tf.gather(tensor, order), elements))
+
+    return tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
 
 
 # ----------------------------------------------------------------------------------
@@ -906,6 +976,47 @@ def _check_count(count, batch_size, training, source):
             "With training=True the last partial batch is dropped, so the dataset "
             "would be empty. Use a smaller batch_size, more images, or training=False."
         )
+
+
+def _check_epochs(epochs, initial_epoch, steps_per_epoch, training):
+    if epochs is None:
+        if steps_per_epoch is not None:
+            raise ValueError(
+                "`steps_per_epoch` goes with `epochs` (epochs keyed by their "
+                f"number). Received: steps_per_epoch={steps_per_epoch}, epochs=None. "
+                "Pass epochs=..., or give steps_per_epoch to `fit` instead."
+            )
+        return
+    _check_positive_int("epochs", epochs)
+    if isinstance(initial_epoch, bool) or not isinstance(
+            initial_epoch, (int, np.integer)) or not 0 <= initial_epoch < epochs:
+        raise ValueError(
+            f"`initial_epoch` must be an int in [0, epochs) = [0, {epochs}). "
+            f"Received: initial_epoch={initial_epoch!r}. A run restored after its "
+            "last epoch has nothing left to train: skip `fit`."
+        )
+    if not training:
+        raise ValueError(
+            "`epochs` orders the batches of training epochs and needs "
+            "training=True (full batches only). Received: training=False"
+        )
+
+
+def _steps_per_epoch(count, batch_size, training, steps_per_epoch):
+    """Full batches per epoch (`steps_per_epoch` or all), or None without training."""
+    if not training:
+        return None
+    available = count // batch_size
+    if steps_per_epoch is None:
+        return available
+    _check_positive_int("steps_per_epoch", steps_per_epoch)
+    if steps_per_epoch > available:
+        raise ValueError(
+            f"`steps_per_epoch`={steps_per_epoch} asks for more batches than the "
+            f"{count} images hold ({available} full batches of {batch_size}). Use "
+            f"steps_per_epoch <= {available}, or more epochs."
+        )
+    return steps_per_epoch
 
 
 def _check_numpy_images(images):

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_barlow import augment
+from keras_barlow import augment, validation
 
 # Bound of the (test chunk x train) similarity block of `knn_accuracy`, in floats.
 KNN_BLOCK_ELEMENTS = 2**25
@@ -632,7 +632,7 @@ class CropAndFlip(keras.layers.Layer):
                                               seed=seed)
 
     def call(self, images):
-        images = augment.to_unit_range(augment.validate_images(images))
+        images = augment.to_unit_range(validation.validate_images(images))
         return augment.normalize(self.crop(images))
 
     def compute_output_shape(self, input_shape):

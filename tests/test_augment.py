@@ -164,9 +164,11 @@ def numpy_gaussian_blur(image, sigma):
     """Untruncated Gaussian along each axis, renormalized over the pixels inside."""
     for axis in (0, 1):
         positions = np.arange(image.shape[axis])
-        weights = np.exp(-0.5 * ((positions[:, None] - positions[None, :]) / sigma) ** 2)
+        distance = positions[:, None] - positions[None, :]
+        weights = np.exp(-0.5 * (distance / sigma) ** 2)
         weights /= weights.sum(axis=1, keepdims=True)
-        image = np.moveaxis(np.tensordot(weights, np.moveaxis(image, axis, 0), 1), 0, axis)
+        blurred = np.tensordot(weights, np.moveaxis(image, axis, 0), 1)
+        image = np.moveaxis(blurred, 0, axis)
     return image
 
 
@@ -176,9 +178,11 @@ def test_gaussian_blur_matches_numpy_including_the_border(size):
     layer = augment.RandomGaussianBlur(0.5, sigma_range=(0.5, 2.0))
     transformation = layer.get_random_transformation(images, SEED)
     out = layer.transform_images(images, transformation).numpy()
-    for image, result, sigma, apply in zip(images, out, transformation["sigma"].numpy(),
-                                           transformation["apply"].numpy(), strict=True):
-        expected = numpy_gaussian_blur(image.astype(np.float64), sigma) if apply else image
+    sigmas, applied = transformation["sigma"].numpy(), transformation["apply"].numpy()
+    for image, result, sigma, apply in zip(images, out, sigmas, applied, strict=True):
+        expected = image
+        if apply:
+            expected = numpy_gaussian_blur(image.astype(np.float64), sigma)
         np.testing.assert_allclose(result, expected, atol=1e-5)
 
 
@@ -191,10 +195,11 @@ def numpy_color_jitter(image, brightness, contrast, saturation, hue, order):
         if adjustment == 0:
             image = np.clip(brightness * image, 0, 1)
         elif adjustment == 1:
-            image = np.clip(contrast * image + (1 - contrast) * gray(image).mean(), 0, 1)
+            mean = gray(image).mean()
+            image = np.clip(contrast * image + (1 - contrast) * mean, 0, 1)
         elif adjustment == 2:
-            image = np.clip(saturation * image + (1 - saturation) * gray(image)[..., None],
-                            0, 1)
+            other = gray(image)[..., None]
+            image = np.clip(saturation * image + (1 - saturation) * other, 0, 1)
         else:
             pixels = [colorsys.rgb_to_hsv(*pixel) for pixel in image.reshape(-1, 3)]
             pixels = [colorsys.hsv_to_rgb((h + hue) % 1.0, s, v) for h, s, v in pixels]

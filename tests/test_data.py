@@ -416,6 +416,61 @@ def test_from_numpy_resize_split_and_limit():
     np.testing.assert_array_equal(_collect(limited)[1], [0, 0, 1, 1, 2, 3])
 
 
+def _epoch_batches(dataset, steps_per_epoch):
+    """Image batches of a dataset keyed by epoch, grouped by epoch: [epoch][batch]."""
+    batches = [element[0] if isinstance(element, tuple) else element
+               for element in dataset.as_numpy_iterator()]
+    return [batches[start:start + steps_per_epoch]
+            for start in range(0, len(batches), steps_per_epoch)]
+
+
+@pytest.mark.parametrize("source", ["numpy", "folder"])
+def test_epochs_keyed_by_number_resume_in_the_uninterrupted_order(source, tmp_path):
+    """A dataset rebuilt with initial_epoch=k yields what an unbroken run yields."""
+    images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones(
+        (1, 2, 2, 3), np.uint8)
+    if source == "folder":
+        for index, image in enumerate(images):
+            (tmp_path / f"class{index % 2}").mkdir(exist_ok=True)
+            (tmp_path / f"class{index % 2}" / f"{index}.png").write_bytes(_png(image))
+
+    def build(**kwargs):
+        kwargs = {"batch_size": 3, "seed": 7, "epochs": 4, **kwargs}
+        if source == "numpy":
+            return data.from_numpy(images, np.arange(10) % 2, **kwargs)
+        return data.from_image_folder(tmp_path, **kwargs)
+
+    unbroken = build()
+    assert unbroken.steps_per_epoch == 3  # 10 images, batches of 3: 9 used per epoch
+    epochs = _epoch_batches(unbroken, 3)
+    values = [np.concatenate(epoch)[:, 0, 0, 0] for epoch in epochs]
+    assert len(epochs) == 4
+    for epoch_values in values:  # 9 distinct images, whole batches only
+        assert len(set(epoch_values)) == 9 and set(epoch_values) <= set(range(10))
+    assert len({tuple(epoch_values) for epoch_values in values}) == 4, "reshuffle"
+    np.testing.assert_array_equal(_epoch_batches(unbroken, 3), epochs)  # no state
+
+    resumed = build(initial_epoch=2)
+    np.testing.assert_array_equal(_epoch_batches(resumed, 3), epochs[2:])
+    shorter = build(initial_epoch=1, steps_per_epoch=2)  # the first 2 of each epoch
+    np.testing.assert_array_equal(
+        _epoch_batches(shorter, 2), [epoch[:2] for epoch in epochs[1:]])
+    other_seed = _epoch_batches(build(seed=8), 3)
+    assert not np.array_equal(other_seed, epochs)
+
+
+def test_epochs_keyed_by_number_errors():
+    images = np.zeros((10, 2, 2, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"initial_epoch.*\[0, 3\).*initial_epoch=3"):
+        data.from_numpy(images, batch_size=2, epochs=3, initial_epoch=3)
+    with pytest.raises(ValueError, match="needs training=True"):
+        data.from_numpy(images, batch_size=2, epochs=3, training=False)
+    with pytest.raises(ValueError, match="5 full batches of 2"):
+        data.from_numpy(images, batch_size=2, epochs=3, steps_per_epoch=6)
+    with pytest.raises(ValueError, match="goes with `epochs`"):
+        data.from_numpy(images, batch_size=2, steps_per_epoch=2)
+
+
 # ----------------------------------------------------------------------------------
 # TFDS (mock data: offline, real TFDS code paths).
 
