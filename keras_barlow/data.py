@@ -163,7 +163,7 @@ def from_image_folder(
     labels="inferred", subset=None, val_fraction=None, val_count=None,
     limit_images=None, on_corrupt="raise", validate="header", cache_dir=None,
     interpolation="bilinear", crop_to_aspect_ratio=False, epochs=None,
-    initial_epoch=0, steps_per_epoch=None,
+    initial_epoch=0, steps_per_epoch=None, split_seed=None,
 ):
     """Batches of uint8 images (and int32 labels) from a folder of JPEG and PNG files.
 
@@ -188,7 +188,7 @@ def from_image_folder(
     names, and a file that still fails to decode during training is skipped too.
 
     Validation split: `subset="training"` or `"validation"` with `val_fraction` or
-    `val_count` selects one side of `stratified_split(labels, ..., seed)`, so two
+    `val_count` selects one side of `stratified_split(labels, ..., split_seed)`, so two
     calls with the same arguments give disjoint parts. The split is computed on
     all files, before `limit_images` and the corrupt-file check, so the held-back
     images do not depend on them.
@@ -201,7 +201,7 @@ def from_image_folder(
         training: `True` shuffles and drops the last partial batch. Default:
             `True` unless `subset="validation"`.
         shuffle: overrides `training` for shuffling.
-        seed: int seed of the split and the shuffle.
+        seed: int seed of the shuffle (and of the split, unless `split_seed`).
         labels: `"inferred"` (from the class folders) or `None` (all images found
             under `path`, no labels).
         subset: `None`, `"training"` or `"validation"`.
@@ -225,13 +225,15 @@ def from_image_folder(
         steps_per_epoch: batches per epoch (with `epochs`), at most and by
             default `images // batch_size`; each epoch uses the first ones of
             its order.
+        split_seed: int seed of the validation split, default `seed`: fix it
+            to hold back the same images whatever the shuffle seed.
 
     Returns:
         `tf.data.Dataset` of `(images, labels)`: uint8 `(B, H, W, 3)` and int32
         `(B,)` (images only with `labels=None`), with attributes `class_names`
         (sorted folder names, or `None`), `file_paths` (in the order of an
-        unshuffled pass) and `steps_per_epoch` (full batches per epoch, for
-        `fit`; `None` when `training=False`).
+        unshuffled pass), `num_images` (their number) and `steps_per_epoch`
+        (full batches per epoch, for `fit`; `None` when `training=False`).
 
     Raises:
         FileNotFoundError: `path` does not exist.
@@ -260,7 +262,9 @@ def from_image_folder(
 
     root = image_root(path, cache_dir)
     names, paths, label_array = _list_images(root, labels)
-    indices = _select(label_array, subset, val_fraction, val_count, seed, limit_images)
+    split_seed = seed if split_seed is None else split_seed
+    indices = _select(label_array, subset, val_fraction, val_count, split_seed,
+                      limit_images)
     paths, label_array = paths[indices], label_array[indices]
     if validate is not None:
         paths, label_array = _drop_corrupt(
@@ -284,6 +288,7 @@ def from_image_folder(
     dataset = dataset.batch(batch_size, drop_remainder=training).prefetch(AUTOTUNE)
     dataset.class_names = names
     dataset.file_paths = [str(file_path) for file_path in paths]
+    dataset.num_images = len(paths)
     dataset.steps_per_epoch = steps
     return dataset
 
@@ -292,7 +297,7 @@ def from_numpy(
     images, labels=None, image_size=None, batch_size=256, training=None, shuffle=None,
     seed=0, subset=None, val_fraction=None, val_count=None, limit_images=None,
     interpolation="bilinear", crop_to_aspect_ratio=False, epochs=None,
-    initial_epoch=0, steps_per_epoch=None,
+    initial_epoch=0, steps_per_epoch=None, split_seed=None,
 ):
     """Batches of uint8 images (and int32 labels) from arrays in memory.
 
@@ -310,8 +315,9 @@ def from_numpy(
         training: `True` shuffles and drops the last partial batch. Default:
             `True` unless `subset="validation"`.
         shuffle: overrides `training` for shuffling.
-        seed: int seed of the split and the shuffle.
-        subset, val_fraction, val_count, limit_images: see `from_image_folder`.
+        seed: int seed of the shuffle (and of the split, unless `split_seed`).
+        subset, val_fraction, val_count, limit_images, split_seed: see
+            `from_image_folder`.
         interpolation: `tf.image.resize` method.
         crop_to_aspect_ratio: center-crop to the aspect ratio of `image_size`.
         epochs, initial_epoch, steps_per_epoch: epochs keyed by their number,
@@ -319,8 +325,8 @@ def from_numpy(
 
     Returns:
         `tf.data.Dataset` of `(images, labels)`: uint8 `(B, H, W, 3)` and int32
-        `(B,)`, or of images only when `labels` is `None`, with the attribute
-        `steps_per_epoch` (see `from_image_folder`).
+        `(B,)`, or of images only when `labels` is `None`, with the attributes
+        `num_images` and `steps_per_epoch` (see `from_image_folder`).
 
     Example:
 
@@ -339,7 +345,9 @@ def from_numpy(
     _check_epochs(epochs, initial_epoch, steps_per_epoch, training)
 
     strata = np.zeros(len(images), np.int32) if label_array is None else label_array
-    indices = _select(strata, subset, val_fraction, val_count, seed, limit_images)
+    split_seed = seed if split_seed is None else split_seed
+    indices = _select(strata, subset, val_fraction, val_count, split_seed,
+                      limit_images)
     _check_count(len(indices), batch_size, training, "the arrays")
     image_tensor = tf.convert_to_tensor(images)
     label_tensor = None if label_array is None else tf.convert_to_tensor(label_array)
@@ -356,6 +364,7 @@ def from_numpy(
                        steps and steps * batch_size)
     dataset = dataset.batch(batch_size, drop_remainder=training)
     dataset = dataset.map(gather, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    dataset.num_images = len(indices)
     dataset.steps_per_epoch = steps
     return dataset
 

@@ -441,6 +441,7 @@ def test_epochs_keyed_by_number_resume_in_the_uninterrupted_order(source, tmp_pa
         return data.from_image_folder(tmp_path, **kwargs)
 
     unbroken = build()
+    assert unbroken.num_images == 10
     assert unbroken.steps_per_epoch == 3  # 10 images, batches of 3: 9 used per epoch
     epochs = _epoch_batches(unbroken, 3)
     values = [np.concatenate(epoch)[:, 0, 0, 0] for epoch in epochs]
@@ -457,6 +458,24 @@ def test_epochs_keyed_by_number_resume_in_the_uninterrupted_order(source, tmp_pa
         _epoch_batches(shorter, 2), [epoch[:2] for epoch in epochs[1:]])
     other_seed = _epoch_batches(build(seed=8), 3)
     assert not np.array_equal(other_seed, epochs)
+
+
+def test_split_seed_fixes_the_held_back_images_whatever_the_shuffle_seed():
+    images = np.arange(40, dtype=np.uint8)[:, None, None, None] * np.ones(
+        (1, 2, 2, 3), np.uint8)
+    labels = np.repeat(np.arange(4), 10)
+
+    def held_back(**kwargs):
+        val = data.from_numpy(images, labels, batch_size=8, subset="validation",
+                              val_count=8, **kwargs)
+        return _collect(val)[0][:, 0, 0, 0]
+
+    for seed in (1, 2):
+        np.testing.assert_array_equal(held_back(seed=seed, split_seed=0),
+                                      data.stratified_split(labels, val_count=8)[1])
+        np.testing.assert_array_equal(
+            held_back(seed=seed), data.stratified_split(labels, val_count=8,
+                                                        seed=seed)[1])
 
 
 def test_epochs_keyed_by_number_errors():
