@@ -29,18 +29,27 @@ MIXED_PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 def add_device_flags(parser):
     """Flags shared by the scripts that train: replicas and mixed precision."""
     parser.add_argument(
-        "--replicas", type=int, default=1,
+        "--replicas",
+        type=int,
+        default=1,
         help="MirroredStrategy over this many devices: the first N GPUs, or N logical "
-             "devices carved out of GPU:0 (CPU:0 without a GPU) when there are fewer.")
+        "devices carved out of GPU:0 (CPU:0 without a GPU) when there are fewer.",
+    )
     parser.add_argument(
-        "--logical_gpu_memory_mb", type=int, default=None,
+        "--logical_gpu_memory_mb",
+        type=int,
+        default=None,
         help="memory of each logical GPU when one GPU is split into --replicas parts "
-             "(default: the GPU's memory from nvidia-smi divided by --replicas, "
-             "minus 1 GiB)")
+        "(default: the GPU's memory from nvidia-smi divided by --replicas, "
+        "minus 1 GiB)",
+    )
     parser.add_argument(
-        "--mixed_precision", choices=MIXED_PRECISION_POLICIES, default="float32",
+        "--mixed_precision",
+        choices=MIXED_PRECISION_POLICIES,
+        default="float32",
         help="Keras dtype policy of the model (mixed_float16 on GPUs, "
-             "mixed_bfloat16 on CPUs with bf16 instructions)")
+        "mixed_bfloat16 on CPUs with bf16 instructions)",
+    )
 
 
 def make_strategy(replicas, logical_gpu_memory_mb=None):
@@ -64,7 +73,8 @@ def make_strategy(replicas, logical_gpu_memory_mb=None):
         raise RuntimeError(
             f"Asked for {replicas} replicas but only {len(devices)} logical {kind} "
             "devices exist: TensorFlow was initialized before the benchmark could "
-            "split the device. Run the script in a fresh process.")
+            "split the device. Run the script in a fresh process."
+        )
     return tf.distribute.MirroredStrategy(devices)
 
 
@@ -88,7 +98,11 @@ def _first_gpu_memory_mb():
     try:
         output = subprocess.run(
             ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, check=True, timeout=30).stdout
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
         return int(output.split()[0])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return 16 * 1024
@@ -106,7 +120,8 @@ def machine_info():
     info = {
         "platform": platform.platform(),
         "cpu": _cpu_model(),
-        "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        "cpu_count": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "gpus": [_gpu_name(gpu) for gpu in tf.config.list_physical_devices("GPU")],
@@ -135,9 +150,13 @@ def _cpu_model():
 
 def emit(benchmark, flags, **measurement):
     """Print one JSON line: the measurement, the flags, the machine."""
-    record = {"benchmark": benchmark, **measurement,
-              "flags": vars(flags) if flags is not None else None,
-              "machine": machine_info(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    record = {
+        "benchmark": benchmark,
+        **measurement,
+        "flags": vars(flags) if flags is not None else None,
+        "machine": machine_info(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     print(json.dumps(record, default=_json_default), flush=True)
     return record
 
@@ -176,8 +195,12 @@ def time_interleaved(candidates, repeats, warmup=1):
 
 def summary(durations):
     """Median, min and max of a list of durations, in seconds."""
-    return {"median_s": statistics.median(durations), "min_s": min(durations),
-            "max_s": max(durations), "repeats": len(durations)}
+    return {
+        "median_s": statistics.median(durations),
+        "min_s": min(durations),
+        "max_s": max(durations),
+        "repeats": len(durations),
+    }
 
 
 def device_name():
@@ -187,12 +210,12 @@ def device_name():
 
 def new_parser(description):
     return argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
 
 
 def log(message):
     print(message, file=sys.stderr, flush=True)
-
 
 
 class StepTimer(keras.callbacks.Callback):

@@ -26,18 +26,30 @@ SEED = tf.constant([1, 2], tf.int32)
 
 def make_flags(argv=None):
     parser = new_parser(__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 224],
-                        help="output sizes in pixels")
-    parser.add_argument("--input_sizes", type=int, nargs="+", default=None,
-                        help="input image size for each output size "
-                             "(default: 32 -> 32, larger -> size * 8 / 7, e.g. 256)")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[32, 224], help="output sizes in pixels"
+    )
+    parser.add_argument(
+        "--input_sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="input image size for each output size "
+        "(default: 32 -> 32, larger -> size * 8 / 7, e.g. 256)",
+    )
     parser.add_argument("--presets", nargs="+", default=["imagenet", "cifar"])
     parser.add_argument("--batch_size", type=int, default=128, help="images per call")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds")
-    parser.add_argument("--jit_compile", action="store_true",
-                        help="also time the layer compiled with XLA")
-    parser.add_argument("--stages", action="store_true",
-                        help="also time each random layer of view 1 alone")
+    parser.add_argument(
+        "--jit_compile",
+        action="store_true",
+        help="also time the layer compiled with XLA",
+    )
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="also time each random layer of view 1 alone",
+    )
     return parser.parse_args(argv)
 
 
@@ -48,8 +60,9 @@ def input_size_for(size, flags):
 
 
 def random_images(batch_size, size):
-    pixels = tf.random.stateless_uniform((batch_size, size, size, 3), (0, 0), 0, 256,
-                                         dtype=tf.int32)
+    pixels = tf.random.stateless_uniform(
+        (batch_size, size, size, 3), (0, 0), 0, 256, dtype=tf.int32
+    )
     return tf.cast(pixels, tf.uint8)
 
 
@@ -103,8 +116,14 @@ def measure(size, preset, flags, device):
             result["views_per_s"] = 2 * batch_size / result["median_s"]
             result["image_pairs_per_s"] = batch_size / result["median_s"]
         results[name] = result
-    return {"size": size, "input_size": images.shape[1], "preset": preset,
-            "batch_size": batch_size, "device": device, "results": results}
+    return {
+        "size": size,
+        "input_size": images.shape[1],
+        "preset": preset,
+        "batch_size": batch_size,
+        "device": device,
+        "results": results,
+    }
 
 
 def main(argv=None):

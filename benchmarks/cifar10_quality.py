@@ -45,8 +45,11 @@ QUALITY_DEFAULTS = {
     "baseline": True,
     "verbose": 2,
 }
-flags.DEFINE_float("min_gain", 10.0, "kNN top-1 points that pre-training must add "
-                   "to the randomly initialized encoder.")
+flags.DEFINE_float(
+    "min_gain",
+    10.0,
+    "kNN top-1 points that pre-training must add to the randomly initialized encoder.",
+)
 for name, value in QUALITY_DEFAULTS.items():
     flags.FLAGS.set_default(name, value)
 FLAGS = flags.FLAGS
@@ -72,16 +75,27 @@ def main(argv):
         "passed": gain >= FLAGS.min_gain,
         "wall_seconds": time.perf_counter() - start,
         "summary": summary,
-        "flags": {name: FLAGS[name].value for name in
-                  [*QUALITY_DEFAULTS, "data", "limit_images", "val_count", "seed",
-                   "steps_per_epoch", "model_dir"]},
+        "flags": {
+            name: FLAGS[name].value
+            for name in [
+                *QUALITY_DEFAULTS,
+                "data",
+                "limit_images",
+                "val_count",
+                "seed",
+                "steps_per_epoch",
+                "model_dir",
+            ]
+        },
         "machine": machine_info(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     print(json.dumps(record), flush=True)
     if not record["passed"]:
-        sys.exit(f"Pre-training gained {gain:.1f} kNN points, fewer than "
-                 f"--min_gain={FLAGS.min_gain}.")
+        sys.exit(
+            f"Pre-training gained {gain:.1f} kNN points, fewer than "
+            f"--min_gain={FLAGS.min_gain}."
+        )
 
 
 if __name__ == "__main__":

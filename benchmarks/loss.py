@@ -30,10 +30,12 @@ METHODS = ("cross_correlation", "gram")
 def make_flags(argv=None):
     parser = new_parser(__doc__.splitlines()[0])
     parser.add_argument("--dims", type=int, nargs="+", default=[2048, 8192])
-    parser.add_argument("--batch_sizes", type=int, nargs="+",
-                        default=[128, 256, 1024, 4096])
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timed rounds per (D, N)")
+    parser.add_argument(
+        "--batch_sizes", type=int, nargs="+", default=[128, 256, 1024, 4096]
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed rounds per (D, N)"
+    )
     parser.add_argument("--jit_compile", action="store_true", help="compile with XLA")
     return parser.parse_args(argv)
 
@@ -88,20 +90,24 @@ def relative_difference(got, expected):
 
 def compare(dim, batch_size, flags, device):
     z1, z2 = correlated_embeddings(batch_size, dim)
-    functions = {method: value_and_gradient_function(method, flags.jit_compile)
-                 for method in METHODS}
-    runs = {method: blocking(function, z1, z2)
-            for method, function in functions.items()}
+    functions = {
+        method: value_and_gradient_function(method, flags.jit_compile)
+        for method in METHODS
+    }
+    runs = {
+        method: blocking(function, z1, z2) for method, function in functions.items()
+    }
     durations = time_interleaved(runs, flags.repeats)
     # One more call of each, after tracing and warm-up, for the results and memory.
     results, peaks = {}, {}
     for method, run in runs.items():
         results[method], peaks[method] = run_with_peak_memory(run, device)
     per_method = {
-        method: {**summary(durations[method]),
-                 "peak_memory_bytes": peaks[method],
-                 "method_matrices_bytes": method_matrices_bytes(
-                     method, batch_size, dim)}
+        method: {
+            **summary(durations[method]),
+            "peak_memory_bytes": peaks[method],
+            "method_matrices_bytes": method_matrices_bytes(method, batch_size, dim),
+        }
         for method in METHODS
     }
     naive, gram = results["cross_correlation"], results["gram"]

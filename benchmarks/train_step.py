@@ -55,7 +55,6 @@ from keras_barlow.optimizers import LARS
 from loss import correlated_embeddings, value_and_gradient_function
 
 
-
 class Config(NamedTuple):
     backbone: str
     stem: str
@@ -67,25 +66,40 @@ class Config(NamedTuple):
 
 CONFIGS = {
     "resnet18_32": Config("ResNet18", "cifar", 32, 32, (2048, 2048, 2048), "cifar"),
-    "resnet50_224": Config("ResNet50", "imagenet", 224, 256, (8192, 8192, 8192),
-                           "imagenet"),
+    "resnet50_224": Config(
+        "ResNet50", "imagenet", 224, 256, (8192, 8192, 8192), "imagenet"
+    ),
 }
 
 
 def make_flags(argv=None):
     parser = new_parser(__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS),
-                        default=["resnet18_32", "resnet50_224"])
-    parser.add_argument("--batch_size", type=int, nargs="+", default=None,
-                        help="global batch per configuration (default: 256 for "
-                             "resnet18_32, 16 for resnet50_224 on a CPU, 256 on a GPU)")
-    parser.add_argument("--steps", type=int, default=2,
-                        help="timed train steps per fit call")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timed rounds (fit calls per model)")
-    parser.add_argument("--jit_compile", choices=("auto", "true", "false"),
-                        default="auto",
-                        help="`compile(jit_compile=...)` of both models")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        choices=sorted(CONFIGS),
+        default=["resnet18_32", "resnet50_224"],
+    )
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        nargs="+",
+        default=None,
+        help="global batch per configuration (default: 256 for "
+        "resnet18_32, 16 for resnet50_224 on a CPU, 256 on a GPU)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=2, help="timed train steps per fit call"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed rounds (fit calls per model)"
+    )
+    parser.add_argument(
+        "--jit_compile",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="`compile(jit_compile=...)` of both models",
+    )
     add_device_flags(parser)
     return parser.parse_args(argv)
 
@@ -115,8 +129,9 @@ def default_batch_size(name):
 def make_model(model_class, config, augmenter, jit_compile):
     size = config.image_size
     encoder = getattr(backbones, config.backbone)((size, size, 3), stem=config.stem)
-    model = model_class(encoder, projector_dims=config.projector, augmenter=augmenter,
-                        seed=0)
+    model = model_class(
+        encoder, projector_dims=config.projector, augmenter=augmenter, seed=0
+    )
     model.compile(optimizer=LARS(0.2), jit_compile=jit_compile)
     return model
 
@@ -133,8 +148,14 @@ def batches(config, batch_size):
 def fit_round(model, dataset, steps):
     def run():
         timer = StepTimer()
-        model.fit(dataset, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0,
-                  callbacks=[timer])
+        model.fit(
+            dataset,
+            epochs=1,
+            steps_per_epoch=steps,
+            shuffle=False,
+            verbose=0,
+            callbacks=[timer],
+        )
         return timer.seconds
 
     return run
@@ -159,19 +180,25 @@ def measure(name, batch_size, flags, strategy):
 
     step_times = {"barlow_twins": [], "ceiling": []}
     rounds = {
-        "barlow_twins": _recording(fit_round(
-            full, tf.data.Dataset.from_tensors(images).repeat(), flags.steps),
-            step_times["barlow_twins"]),
-        "ceiling": _recording(fit_round(
-            ceiling, tf.data.Dataset.from_tensors(views).repeat(), flags.steps),
-            step_times["ceiling"]),
+        "barlow_twins": _recording(
+            fit_round(full, tf.data.Dataset.from_tensors(images).repeat(), flags.steps),
+            step_times["barlow_twins"],
+        ),
+        "ceiling": _recording(
+            fit_round(
+                ceiling, tf.data.Dataset.from_tensors(views).repeat(), flags.steps
+            ),
+            step_times["ceiling"],
+        ),
         "augment": lambda: [view.numpy()[0, 0, 0, 0] for view in augment(images)],
         "loss": lambda: loss(*embeddings)[0].numpy(),
     }
     durations = time_interleaved(rounds, flags.repeats)
     # The first round (tracing) was untimed: keep the step times of timed rounds.
-    results = {key: summary(times[-flags.repeats * flags.steps:])
-               for key, times in step_times.items()}
+    results = {
+        key: summary(times[-flags.repeats * flags.steps :])
+        for key, times in step_times.items()
+    }
     results.update({key: summary(durations[key]) for key in ("augment", "loss")})
     for result in results.values():
         result["image_pairs_per_s"] = batch_size / result["median_s"]
@@ -184,7 +211,8 @@ def measure(name, batch_size, flags, strategy):
         "replicas": strategy.num_replicas_in_sync,
         "dtype_policy": keras.mixed_precision.global_policy().name,
         "correlation_method": keras_barlow.losses.choose_method(
-            batch_size, config.projector[-1]),
+            batch_size, config.projector[-1]
+        ),
         "results": results,
         "ratio_to_ceiling": ceiling_s / results["barlow_twins"]["median_s"],
         "ratio_to_ceiling_min": results["ceiling"]["min_s"]

@@ -34,32 +34,44 @@ from keras_barlow import backbones
 
 def make_flags(argv=None):
     parser = new_parser(__doc__.splitlines()[0])
-    parser.add_argument("--backbone", choices=("ResNet18", "ResNet34", "ResNet50"),
-                        default="ResNet18")
+    parser.add_argument(
+        "--backbone", choices=("ResNet18", "ResNet34", "ResNet50"), default="ResNet18"
+    )
     parser.add_argument("--stem", choices=sorted(backbones.STEMS), default="cifar")
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--projector", type=int, nargs="+", default=[2048, 2048, 2048])
-    parser.add_argument("--augmenter", choices=("cifar", "imagenet", "none"),
-                        default="cifar",
-                        help="'none' feeds pre-made views and times the network alone")
+    parser.add_argument(
+        "--augmenter",
+        choices=("cifar", "imagenet", "none"),
+        default="cifar",
+        help="'none' feeds pre-made views and times the network alone",
+    )
     parser.add_argument("--steps", type=int, default=10, help="timed steps per setting")
-    parser.add_argument("--warmup", type=int, default=2,
-                        help="untimed steps per setting after the first one")
-    parser.add_argument("--mixed_precision", choices=MIXED_PRECISION_POLICIES,
-                        default="float32")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="untimed steps per setting after the first one",
+    )
+    parser.add_argument(
+        "--mixed_precision", choices=MIXED_PRECISION_POLICIES, default="float32"
+    )
     return parser.parse_args(argv)
 
 
 def make_model(flags, jit_compile):
     keras.utils.set_random_seed(0)  # the same initial weights for both settings
     encoder = getattr(backbones, flags.backbone)(
-        (flags.image_size, flags.image_size, 3), stem=flags.stem)
+        (flags.image_size, flags.image_size, 3), stem=flags.stem
+    )
     augmenter = None if flags.augmenter == "none" else flags.augmenter
-    model = keras_barlow.BarlowTwins(encoder, projector_dims=flags.projector,
-                                     augmenter=augmenter, seed=0)
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                  jit_compile=jit_compile)
+    model = keras_barlow.BarlowTwins(
+        encoder, projector_dims=flags.projector, augmenter=augmenter, seed=0
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=jit_compile
+    )
     return model
 
 
@@ -88,8 +100,14 @@ class StepTimer(keras.callbacks.Callback):
 
 
 def run_step(model, dataset, timer):
-    model.fit(dataset, epochs=1, steps_per_epoch=1, shuffle=False, verbose=0,
-              callbacks=[timer])
+    model.fit(
+        dataset,
+        epochs=1,
+        steps_per_epoch=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[timer],
+    )
     return timer.seconds
 
 
@@ -115,8 +133,15 @@ def main(argv=None):
     medians = {jit: summary(times)["median_s"] for jit, times in durations.items()}
     for jit, times in durations.items():
         extra = {"speedup": medians[False] / medians[True]} if jit else {}
-        emit("xla", flags, jit_compile=jit, first_step_s=first_step_s[jit],
-             images_per_s=flags.batch_size / medians[jit], **summary(times), **extra)
+        emit(
+            "xla",
+            flags,
+            jit_compile=jit,
+            first_step_s=first_step_s[jit],
+            images_per_s=flags.batch_size / medians[jit],
+            **summary(times),
+            **extra,
+        )
 
 
 if __name__ == "__main__":

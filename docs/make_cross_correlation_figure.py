@@ -29,12 +29,15 @@ from keras_barlow import evaluation, plotting  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--archive", default="../shared/datasets/cifar10-jpeg-train.tar.gz")
-parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__),
-                                                     "cross_correlation.png"))
-parser.add_argument("--per-class", type=int, default=300,
-                    help="images per class read from the archive")
-parser.add_argument("--held-out", type=int, default=100,
-                    help="of which kept out of training, per class")
+parser.add_argument(
+    "--output", default=os.path.join(os.path.dirname(__file__), "cross_correlation.png")
+)
+parser.add_argument(
+    "--per-class", type=int, default=300, help="images per class read from the archive"
+)
+parser.add_argument(
+    "--held-out", type=int, default=100, help="of which kept out of training, per class"
+)
 parser.add_argument("--epochs", type=int, default=20)
 parser.add_argument("--batch-size", type=int, default=128)
 parser.add_argument("--embedding-dims", type=int, default=512)
@@ -63,10 +66,12 @@ def small_encoder():
     """Four 3x3 convolution stages with batch normalization: 32x32 images to 256."""
     layers = [keras.Input((32, 32, 3))]
     for width in (32, 64, 128, 256):
-        layers += [keras.layers.Conv2D(width, 3, padding="same", use_bias=False),
-                   keras.layers.BatchNormalization(),
-                   keras.layers.ReLU(),
-                   keras.layers.MaxPooling2D()]
+        layers += [
+            keras.layers.Conv2D(width, 3, padding="same", use_bias=False),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.MaxPooling2D(),
+        ]
     return keras.Sequential(layers + [keras.layers.GlobalAveragePooling2D()])
 
 
@@ -79,8 +84,9 @@ def knn_top1(model, train, test):
     features_of = evaluation.feature_function(model.encoder)
     train_features, _ = evaluation.collect_features(features_of, train[0])
     test_features, _ = evaluation.collect_features(features_of, test[0])
-    return evaluation.knn_accuracy(train_features, train[1], test_features, test[1],
-                                   k=20)["top1"]
+    return evaluation.knn_accuracy(
+        train_features, train[1], test_features, test[1], k=20
+    )["top1"]
 
 
 def main():
@@ -90,39 +96,54 @@ def main():
     images, labels = read_cifar(args.archive, args.per_class)
     held_out = np.zeros(len(labels), bool)
     for label in np.unique(labels):
-        held_out[np.flatnonzero(labels == label)[:args.held_out]] = True
-    train, test = (images[~held_out], labels[~held_out]), (images[held_out],
-                                                          labels[held_out])
-    print(f"{len(train[1])} training and {len(test[1])} held-out images "
-          f"({time.time() - start:.0f} s)")
+        held_out[np.flatnonzero(labels == label)[: args.held_out]] = True
+    train, test = (
+        (images[~held_out], labels[~held_out]),
+        (images[held_out], labels[held_out]),
+    )
+    print(
+        f"{len(train[1])} training and {len(test[1])} held-out images "
+        f"({time.time() - start:.0f} s)"
+    )
 
     model = keras_barlow.BarlowTwins(
-        small_encoder(), projector_dims=(args.embedding_dims,) * 3, augmenter="cifar",
-        seed=args.seed)
+        small_encoder(),
+        projector_dims=(args.embedding_dims,) * 3,
+        augmenter="cifar",
+        seed=args.seed,
+    )
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
     views = model.make_views(test[0][:512], tf.constant([args.seed, 1]))
 
     before = fixed_batch_cross_correlation(model, views)
     knn_before = knn_top1(model, train, test)
-    dataset = (tf.data.Dataset.from_tensor_slices(train[0])
-               .shuffle(len(train[0]), seed=args.seed)
-               .batch(args.batch_size, drop_remainder=True))
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(train[0])
+        .shuffle(len(train[0]), seed=args.seed)
+        .batch(args.batch_size, drop_remainder=True)
+    )
     model.fit(dataset, epochs=args.epochs, verbose=2)
     after = fixed_batch_cross_correlation(model, views)
     knn_after = knn_top1(model, train, test)
 
     for name, c in (("before", before), ("after", after)):
         off_diagonal = np.abs(c[~np.eye(len(c), dtype=bool)]).mean()
-        print(f"{name}: mean diagonal {np.diag(c).mean():.3f}, "
-              f"mean |off-diagonal| {off_diagonal:.3f}")
-    print(f"kNN top-1 (k=20) on held-out images: {knn_before:.3f} before, "
-          f"{knn_after:.3f} after; {time.time() - start:.0f} s in all")
+        print(
+            f"{name}: mean diagonal {np.diag(c).mean():.3f}, "
+            f"mean |off-diagonal| {off_diagonal:.3f}"
+        )
+    print(
+        f"kNN top-1 (k=20) on held-out images: {knn_before:.3f} before, "
+        f"{knn_after:.3f} after; {time.time() - start:.0f} s in all"
+    )
 
     figure, axes = plt.subplots(1, 2, figsize=(8.6, 3.7))
-    plotting.plot_cross_correlation(before, max_dims=64, ax=axes[0],
-                                    title="before training")
-    plotting.plot_cross_correlation(after, max_dims=64, ax=axes[1],
-                                    title=f"after {args.epochs} epochs")
+    plotting.plot_cross_correlation(
+        before, max_dims=64, ax=axes[0], title="before training"
+    )
+    plotting.plot_cross_correlation(
+        after, max_dims=64, ax=axes[1], title=f"after {args.epochs} epochs"
+    )
     figure.tight_layout()
     figure.savefig(args.output, dpi=90)
     print(f"wrote {args.output} ({os.path.getsize(args.output) // 1024} KB)")

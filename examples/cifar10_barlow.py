@@ -83,13 +83,20 @@ from keras_barlow import (  # noqa: E402
     validation,
 )
 
-DEFAULT_ARCHIVE = (pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets"
-                   / "cifar10-jpeg-train.tar.gz")
+DEFAULT_ARCHIVE = (
+    pathlib.Path(__file__).resolve().parents[2]
+    / "shared"
+    / "datasets"
+    / "cifar10-jpeg-train.tar.gz"
+)
 SPLIT_SEED = 0  # the held-back images do not change with --seed
-BACKBONES = {"resnet18": "ResNet18", "resnet34": "ResNet34", "resnet50": "ResNet50",
-             "convnet": "convnet"}
-POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16",
-            "float16": "mixed_float16"}
+BACKBONES = {
+    "resnet18": "ResNet18",
+    "resnet34": "ResNet34",
+    "resnet50": "ResNet50",
+    "convnet": "convnet",
+}
+POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 KNN_NEIGHBOURS, KNN_TEMPERATURE = 200, 0.1
 EVAL_BATCH_SIZE = 256
 # Settings that may change when a run resumes; any other change is refused.
@@ -97,60 +104,133 @@ RESUMABLE_CHANGES = ("epochs", "warmup_epochs")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
-    "data", None, "Image folder or .tar/.tar.gz archive of one (one sub-folder per "
+    "data",
+    None,
+    "Image folder or .tar/.tar.gz archive of one (one sub-folder per "
     "class), or 'tfds' (TFDS cifar10) or 'tfds:NAME'. Default: the shared archive "
-    f"{DEFAULT_ARCHIVE}.")
-flags.DEFINE_integer("val_count", 5000, "Images held back for evaluation, "
-                     "stratified by class.")
-flags.DEFINE_float("val_fraction", None, "Fraction held back instead of "
-                   "--val_count.")
-flags.DEFINE_integer("limit_images", None, "Use at most this many training images "
-                     "(class-balanced), for quick runs.")
-flags.DEFINE_string("preset", "cifar10-resnet18", "Recipe of keras_barlow.presets; "
-                    "the flags below override its fields.")
-flags.DEFINE_enum("backbone", None, list(BACKBONES), "Encoder (default: the "
-                  "preset's). 'convnet' is a 4-layer convolutional net for CPUs.")
-flags.DEFINE_string("projector", None, "Projector sizes, e.g. '2048-2048-2048' "
-                    "(default: the preset's).")
-flags.DEFINE_integer("image_size", None, "Side of the training images, resized "
-                     "if needed (default: the preset's).")
+    f"{DEFAULT_ARCHIVE}.",
+)
+flags.DEFINE_integer(
+    "val_count", 5000, "Images held back for evaluation, stratified by class."
+)
+flags.DEFINE_float("val_fraction", None, "Fraction held back instead of --val_count.")
+flags.DEFINE_integer(
+    "limit_images",
+    None,
+    "Use at most this many training images (class-balanced), for quick runs.",
+)
+flags.DEFINE_string(
+    "preset",
+    "cifar10-resnet18",
+    "Recipe of keras_barlow.presets; the flags below override its fields.",
+)
+flags.DEFINE_enum(
+    "backbone",
+    None,
+    list(BACKBONES),
+    "Encoder (default: the "
+    "preset's). 'convnet' is a 4-layer convolutional net for CPUs.",
+)
+flags.DEFINE_string(
+    "projector", None, "Projector sizes, e.g. '2048-2048-2048' (default: the preset's)."
+)
+flags.DEFINE_integer(
+    "image_size",
+    None,
+    "Side of the training images, resized if needed (default: the preset's).",
+)
 flags.DEFINE_integer("epochs", None, "Pre-training epochs (default: the preset's).")
-flags.DEFINE_integer("warmup_epochs", None, "Learning-rate warm-up epochs "
-                     "(default: the preset's, at most a tenth of --epochs).")
-flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (default: all "
-                     "full batches of the training images).")
-flags.DEFINE_integer("batch_size", None, "Global batch size, all replicas "
-                     "together (default: the preset's).")
-flags.DEFINE_enum("optimizer", "lars", ["lars", "adam"], "LARS with the preset's "
-                  "schedule, or Adam with the same warm-up and cosine schedule.")
-flags.DEFINE_float("learning_rate", None, "Peak learning rate of the weights per "
-                   "256 images, scaled by batch_size / 256 (default: the preset's; "
-                   "biases keep their ratio to it).")
-flags.DEFINE_enum("mixed_precision", "auto", ["auto", *POLICIES], "Compute dtype. "
-                  "'auto': bfloat16 on GPUs of compute capability 8 and more, "
-                  "float16 on older GPUs, none (float32) on CPUs.")
-flags.DEFINE_integer("seed", 0, "Seed of the initialization, the data order and "
-                     "the augmentation.")
-flags.DEFINE_bool("deterministic", False, "Enable TensorFlow op determinism (same "
-                  "weights after a resume; slower on GPUs).")
-flags.DEFINE_string("model_dir", "runs/cifar10_barlow", "Checkpoints, logs and "
-                    "summary; a run restarted with it resumes.")
-flags.DEFINE_enum("eval", "both", ["knn", "linear", "both", "none"], "Evaluation "
-                  "on the held-back images after pre-training.")
-flags.DEFINE_integer("linear_epochs", 100, "Epochs of the linear probe (on the "
-                     "frozen features).")
-flags.DEFINE_integer("knn_every", 0, "Also log the kNN accuracy every N epochs "
-                     "during pre-training (0: never).")
-flags.DEFINE_bool("baseline", False, "Also evaluate the encoder at its random "
-                  "initialization, before training: what pre-training must beat.")
-flags.DEFINE_string("export_dir", None, "SavedModel folder; the model goes to "
-                    "export_dir/1 (default: model_dir/export).")
-flags.DEFINE_list("workers", None, "host:port of every worker, for multi-worker "
-                  "training (MultiWorkerMirroredStrategy).")
-flags.DEFINE_integer("task_index", None, "This worker's position in --workers "
-                     "(0 is the chief).")
-flags.DEFINE_integer("verbose", None, "Keras fit verbosity (default: a progress "
-                     "bar on a terminal, a line per epoch otherwise).")
+flags.DEFINE_integer(
+    "warmup_epochs",
+    None,
+    "Learning-rate warm-up epochs "
+    "(default: the preset's, at most a tenth of --epochs).",
+)
+flags.DEFINE_integer(
+    "steps_per_epoch",
+    None,
+    "Batches per epoch (default: all full batches of the training images).",
+)
+flags.DEFINE_integer(
+    "batch_size",
+    None,
+    "Global batch size, all replicas together (default: the preset's).",
+)
+flags.DEFINE_enum(
+    "optimizer",
+    "lars",
+    ["lars", "adam"],
+    "LARS with the preset's "
+    "schedule, or Adam with the same warm-up and cosine schedule.",
+)
+flags.DEFINE_float(
+    "learning_rate",
+    None,
+    "Peak learning rate of the weights per "
+    "256 images, scaled by batch_size / 256 (default: the preset's; "
+    "biases keep their ratio to it).",
+)
+flags.DEFINE_enum(
+    "mixed_precision",
+    "auto",
+    ["auto", *POLICIES],
+    "Compute dtype. "
+    "'auto': bfloat16 on GPUs of compute capability 8 and more, "
+    "float16 on older GPUs, none (float32) on CPUs.",
+)
+flags.DEFINE_integer(
+    "seed", 0, "Seed of the initialization, the data order and the augmentation."
+)
+flags.DEFINE_bool(
+    "deterministic",
+    False,
+    "Enable TensorFlow op determinism (same weights after a resume; slower on GPUs).",
+)
+flags.DEFINE_string(
+    "model_dir",
+    "runs/cifar10_barlow",
+    "Checkpoints, logs and summary; a run restarted with it resumes.",
+)
+flags.DEFINE_enum(
+    "eval",
+    "both",
+    ["knn", "linear", "both", "none"],
+    "Evaluation on the held-back images after pre-training.",
+)
+flags.DEFINE_integer(
+    "linear_epochs", 100, "Epochs of the linear probe (on the frozen features)."
+)
+flags.DEFINE_integer(
+    "knn_every",
+    0,
+    "Also log the kNN accuracy every N epochs during pre-training (0: never).",
+)
+flags.DEFINE_bool(
+    "baseline",
+    False,
+    "Also evaluate the encoder at its random "
+    "initialization, before training: what pre-training must beat.",
+)
+flags.DEFINE_string(
+    "export_dir",
+    None,
+    "SavedModel folder; the model goes to export_dir/1 (default: model_dir/export).",
+)
+flags.DEFINE_list(
+    "workers",
+    None,
+    "host:port of every worker, for multi-worker "
+    "training (MultiWorkerMirroredStrategy).",
+)
+flags.DEFINE_integer(
+    "task_index", None, "This worker's position in --workers (0 is the chief)."
+)
+flags.DEFINE_integer(
+    "verbose",
+    None,
+    "Keras fit verbosity (default: a progress "
+    "bar on a terminal, a line per epoch otherwise).",
+)
 
 
 # ----------------------------------------------------------------------------------
@@ -160,10 +240,16 @@ flags.DEFINE_integer("verbose", None, "Keras fit verbosity (default: a progress 
 def tf_config(workers, task_index):
     """The `TF_CONFIG` of worker `task_index` of a cluster of `workers` (host:port)."""
     if task_index is None or not 0 <= task_index < len(workers):
-        raise ValueError(f"`--task_index` must be in [0, {len(workers) - 1}] for "
-                         f"{len(workers)} workers. Received: {task_index}")
-    return json.dumps({"cluster": {"worker": list(workers)},
-                       "task": {"type": "worker", "index": task_index}})
+        raise ValueError(
+            f"`--task_index` must be in [0, {len(workers) - 1}] for "
+            f"{len(workers)} workers. Received: {task_index}"
+        )
+    return json.dumps(
+        {
+            "cluster": {"worker": list(workers)},
+            "task": {"type": "worker", "index": task_index},
+        }
+    )
 
 
 def make_strategy(workers=None, task_index=None):
@@ -199,7 +285,8 @@ def check_batch_size(batch_size, replicas):
         raise ValueError(
             f"{validation.BATCH_SPLIT_RULE} Received: --batch_size={batch_size} for "
             f"{replicas} replicas. Use a multiple of {replicas}, at least "
-            f"{2 * replicas}.")
+            f"{2 * replicas}."
+        )
 
 
 # ----------------------------------------------------------------------------------
@@ -222,8 +309,11 @@ def make_recipe():
         changes["learning_rate_weights"] = FLAGS.learning_rate
         changes["learning_rate_biases"] = FLAGS.learning_rate * ratio
     epochs = changes.get("epochs", recipe.epochs)
-    changes["warmup_epochs"] = (FLAGS.warmup_epochs if FLAGS.warmup_epochs is not None
-                                else min(recipe.warmup_epochs, epochs // 10))
+    changes["warmup_epochs"] = (
+        FLAGS.warmup_epochs
+        if FLAGS.warmup_epochs is not None
+        else min(recipe.warmup_epochs, epochs // 10)
+    )
     return recipe.replace(**changes)
 
 
@@ -234,8 +324,10 @@ def parse_projector(text):
     except ValueError:
         sizes = ()
     if not sizes or min(sizes) < 1:
-        raise ValueError("`--projector` must be positive sizes joined by '-', e.g. "
-                         f"'2048-2048-2048'. Received: {text!r}")
+        raise ValueError(
+            "`--projector` must be positive sizes joined by '-', e.g. "
+            f"'2048-2048-2048'. Received: {text!r}"
+        )
     return sizes
 
 
@@ -252,11 +344,18 @@ def convnet(input_shape, width=32):
     images = keras.Input(input_shape, name="images")
     x = images
     for index, strides in enumerate((1, 2, 2, 2)):
-        x = keras.layers.Conv2D(width * 2**index, 3, strides=strides, padding="same",
-                                use_bias=False, name=f"conv{index}")(x)
+        x = keras.layers.Conv2D(
+            width * 2**index,
+            3,
+            strides=strides,
+            padding="same",
+            use_bias=False,
+            name=f"conv{index}",
+        )(x)
         # Synchronized across replicas, as the ResNets of keras_barlow.backbones.
-        x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
-                                            synchronized=True, name=f"bn{index}")(x)
+        x = keras.layers.BatchNormalization(
+            momentum=0.9, epsilon=1e-5, synchronized=True, name=f"bn{index}"
+        )(x)
         x = keras.layers.ReLU(name=f"relu{index}")(x)
     features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     return keras.Model(images, features, name="convnet")
@@ -273,8 +372,11 @@ def build_model(recipe, steps_per_epoch, strategy):
     """The compiled `BarlowTwins` model, created under `strategy`'s scope."""
     keras.utils.set_random_seed(FLAGS.seed)
     with strategy.scope():
-        encoder = (convnet(recipe.input_shape) if recipe.backbone == "convnet"
-                   else recipe.encoder())
+        encoder = (
+            convnet(recipe.input_shape)
+            if recipe.backbone == "convnet"
+            else recipe.encoder()
+        )
         model = recipe.model(encoder=encoder, seed=FLAGS.seed)
         model.compile(optimizer=make_optimizer(recipe, steps_per_epoch))
     return model
@@ -312,37 +414,50 @@ def data_source(flag, image_size):
     """
     if flag is not None and (flag == "tfds" or flag.startswith("tfds:")):
         name = flag.partition(":")[2] or "cifar10"
-        batches = list(data.from_tfds(name, "train", image_size=image_size,
-                                      batch_size=4096, training=False))
-        arrays = tuple(np.concatenate([batch[part].numpy() for batch in batches])
-                       for part in (0, 1))
+        batches = list(
+            data.from_tfds(
+                name, "train", image_size=image_size, batch_size=4096, training=False
+            )
+        )
+        arrays = tuple(
+            np.concatenate([batch[part].numpy() for batch in batches])
+            for part in (0, 1)
+        )
         return DataSource(f"TFDS {name}", arrays=arrays)
     if flag is None:
         if not DEFAULT_ARCHIVE.exists():
             raise FileNotFoundError(
                 f"No --data given and the default archive {DEFAULT_ARCHIVE} does "
                 "not exist. Pass --data with an image folder or archive (one "
-                "sub-folder per class), or --data tfds for TFDS cifar10.")
+                "sub-folder per class), or --data tfds for TFDS cifar10."
+            )
         flag = str(DEFAULT_ARCHIVE)
     return DataSource(flag, path=flag)
 
 
 def evaluation_data(source, image_size):
     """`(training images, held-back images)` in file order, with labels."""
-    common = {"image_size": image_size, "batch_size": EVAL_BATCH_SIZE,
-              "training": False}
-    train = source.load(subset="training", limit_images=FLAGS.limit_images,
-                        **common)
+    common = {
+        "image_size": image_size,
+        "batch_size": EVAL_BATCH_SIZE,
+        "training": False,
+    }
+    train = source.load(subset="training", limit_images=FLAGS.limit_images, **common)
     return train, source.load(subset="validation", **common)
 
 
 def training_data(source, recipe, initial_epoch):
     """Epochs `initial_epoch` to `recipe.epochs - 1` of batches, keyed by epoch."""
     return source.load(
-        subset="training", limit_images=FLAGS.limit_images,
-        image_size=recipe.image_size, batch_size=recipe.batch_size, seed=FLAGS.seed,
-        epochs=recipe.epochs, initial_epoch=initial_epoch,
-        steps_per_epoch=FLAGS.steps_per_epoch)
+        subset="training",
+        limit_images=FLAGS.limit_images,
+        image_size=recipe.image_size,
+        batch_size=recipe.batch_size,
+        seed=FLAGS.seed,
+        epochs=recipe.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=FLAGS.steps_per_epoch,
+    )
 
 
 # ----------------------------------------------------------------------------------
@@ -356,10 +471,14 @@ def training_settings(source, recipe, policy, steps_per_epoch):
     updates are those of the global batch; the augmentation draws change).
     """
     return {
-        "data": source.name, "val_count": FLAGS.val_count,
-        "val_fraction": FLAGS.val_fraction, "limit_images": FLAGS.limit_images,
-        "recipe": dataclasses.asdict(recipe), "optimizer": FLAGS.optimizer,
-        "steps_per_epoch": steps_per_epoch, "dtype_policy": policy,
+        "data": source.name,
+        "val_count": FLAGS.val_count,
+        "val_fraction": FLAGS.val_fraction,
+        "limit_images": FLAGS.limit_images,
+        "recipe": dataclasses.asdict(recipe),
+        "optimizer": FLAGS.optimizer,
+        "steps_per_epoch": steps_per_epoch,
+        "dtype_policy": policy,
         "seed": FLAGS.seed,
     }
 
@@ -381,7 +500,8 @@ def check_settings(path, settings):
         raise ValueError(
             f"The model directory {os.path.dirname(path)!r} holds a run with other "
             f"settings ({'; '.join(changed)}). Resume it with its own settings, or "
-            "pass another --model_dir.")
+            "pass another --model_dir."
+        )
 
 
 def _differences(stored, current, prefix=""):
@@ -454,14 +574,22 @@ def evaluate(encoder, train_images, val_images, which):
     if which in ("knn", "both"):
         k = knn_neighbours(len(train[0]))
         accuracy = evaluation.knn_accuracy(
-            *train, *val, k=k, temperature=KNN_TEMPERATURE, num_classes=num_classes)
+            *train, *val, k=k, temperature=KNN_TEMPERATURE, num_classes=num_classes
+        )
         results["knn"] = {**accuracy, "k": k, "temperature": KNN_TEMPERATURE}
     if which in ("linear", "both"):
         probe = evaluation.linear_probe_on_features(
-            *train, *val, num_classes=num_classes, epochs=FLAGS.linear_epochs,
-            seed=FLAGS.seed)
-        results["linear"] = {"top1": probe.top1, "top5": probe.top5,
-                             "epochs": FLAGS.linear_epochs}
+            *train,
+            *val,
+            num_classes=num_classes,
+            epochs=FLAGS.linear_epochs,
+            seed=FLAGS.seed,
+        )
+        results["linear"] = {
+            "top1": probe.top1,
+            "top5": probe.top5,
+            "epochs": FLAGS.linear_epochs,
+        }
     return results
 
 
@@ -482,9 +610,11 @@ def run():
     replicas = strategy.num_replicas_in_sync
     check_batch_size(recipe.batch_size, replicas)
     if recipe.epochs >= 100 and not tf.config.list_physical_devices("GPU"):
-        print(f"Note: no GPU. {recipe.epochs} epochs of {recipe.backbone} take days on "
-              "a CPU; the docstring of this script has a 3-minute CPU command.",
-              flush=True)
+        print(
+            f"Note: no GPU. {recipe.epochs} epochs of {recipe.backbone} take days on "
+            "a CPU; the docstring of this script has a 3-minute CPU command.",
+            flush=True,
+        )
     model_dir = FLAGS.model_dir
     # Workers other than the chief read the checkpoints (model_dir must be
     # shared) but write their logs and exports to a folder of their own.
@@ -496,52 +626,73 @@ def run():
     train = training_data(source, recipe, initial_epoch=0)
     steps_per_epoch = train.steps_per_epoch
     if chief:
-        check_settings(os.path.join(model_dir, "settings.json"),
-                       training_settings(source, recipe, policy, steps_per_epoch))
-    print(f"{recipe}\n  optimizer = {FLAGS.optimizer!r}, dtype policy = {policy!r}, "
-          f"{replicas} replica(s), {train_images.num_images} training and "
-          f"{val_images.num_images} held-back images, {steps_per_epoch} steps per "
-          "epoch", flush=True)
+        check_settings(
+            os.path.join(model_dir, "settings.json"),
+            training_settings(source, recipe, policy, steps_per_epoch),
+        )
+    print(
+        f"{recipe}\n  optimizer = {FLAGS.optimizer!r}, dtype policy = {policy!r}, "
+        f"{replicas} replica(s), {train_images.num_images} training and "
+        f"{val_images.num_images} held-back images, {steps_per_epoch} steps per "
+        "epoch",
+        flush=True,
+    )
 
     model = build_model(recipe, steps_per_epoch, strategy)
     summary = {}
     if FLAGS.baseline:
-        summary["baseline"] = evaluate(model.encoder, train_images, val_images,
-                                       FLAGS.eval)
+        summary["baseline"] = evaluate(
+            model.encoder, train_images, val_images, FLAGS.eval
+        )
     checkpoint = checkpoints.TrainingCheckpoint(os.path.join(model_dir, "checkpoints"))
     initial_epoch = checkpoint.restore(model)
     throughput = Throughput(steps_per_epoch * recipe.batch_size)
     if initial_epoch < recipe.epochs:
         if initial_epoch:
-            print(f"Resuming after epoch {initial_epoch} from {checkpoint.directory}",
-                  flush=True)
+            print(
+                f"Resuming after epoch {initial_epoch} from {checkpoint.directory}",
+                flush=True,
+            )
             train = training_data(source, recipe, initial_epoch)
         monitors = monitoring_callbacks(output_dir, train_images, val_images)
-        model.fit(train.with_options(_shard_by_data()), epochs=recipe.epochs,
-                  initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                  callbacks=[throughput, *monitors, checkpoint],
-                  shuffle=False,  # the dataset orders each epoch itself
-                  verbose=_verbosity())
+        model.fit(
+            train.with_options(_shard_by_data()),
+            epochs=recipe.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=[throughput, *monitors, checkpoint],
+            shuffle=False,  # the dataset orders each epoch itself
+            verbose=_verbosity(),
+        )
     else:
-        print(f"Pre-training already finished ({initial_epoch} epochs in "
-              f"{checkpoint.directory}): evaluating and exporting.", flush=True)
+        print(
+            f"Pre-training already finished ({initial_epoch} epochs in "
+            f"{checkpoint.directory}): evaluating and exporting.",
+            flush=True,
+        )
 
     summary.update(evaluate(model.encoder, train_images, val_images, FLAGS.eval))
     export_dir = FLAGS.export_dir or os.path.join(model_dir, "export")
     if not chief:
         export_dir = os.path.join(output_dir, "export")  # every worker writes
-    summary.update({
-        "data": source.name, "train_images": train_images.num_images,
-        "val_images": val_images.num_images, "epochs": recipe.epochs,
-        "initial_epoch": initial_epoch, "steps_per_epoch": steps_per_epoch,
-        "batch_size": recipe.batch_size,
-        "images_per_second": throughput.images_per_second(),
-        "training_seconds": sum(throughput.epoch_seconds),
-        "saved_model": export.export_encoder(model, export_dir, overwrite=True),
-        "model_dir": model_dir, "checkpoint_dir": checkpoint.directory,
-        "log_dir": os.path.join(output_dir, "logs"),
-        "wall_seconds": time.perf_counter() - start,
-    })
+    summary.update(
+        {
+            "data": source.name,
+            "train_images": train_images.num_images,
+            "val_images": val_images.num_images,
+            "epochs": recipe.epochs,
+            "initial_epoch": initial_epoch,
+            "steps_per_epoch": steps_per_epoch,
+            "batch_size": recipe.batch_size,
+            "images_per_second": throughput.images_per_second(),
+            "training_seconds": sum(throughput.epoch_seconds),
+            "saved_model": export.export_encoder(model, export_dir, overwrite=True),
+            "model_dir": model_dir,
+            "checkpoint_dir": checkpoint.directory,
+            "log_dir": os.path.join(output_dir, "logs"),
+            "wall_seconds": time.perf_counter() - start,
+        }
+    )
     if chief:
         with tf.io.gfile.GFile(os.path.join(model_dir, "summary.json"), "w") as file:
             file.write(json.dumps(summary, indent=2))
@@ -554,13 +705,21 @@ def monitoring_callbacks(output_dir, train_images, val_images):
     """NaN guard, collapse and kNN monitors, then the TensorBoard scalars."""
     log_dir = os.path.join(output_dir, "logs")
     fixed_batch = next(iter(val_images))[0]
-    monitors = [callbacks.NaNGuard(),
-                callbacks.CollapseMonitor(fixed_batch),
-                callbacks.CrossCorrelationImage(log_dir, fixed_batch)]
+    monitors = [
+        callbacks.NaNGuard(),
+        callbacks.CollapseMonitor(fixed_batch),
+        callbacks.CrossCorrelationImage(log_dir, fixed_batch),
+    ]
     if FLAGS.knn_every:
-        monitors.append(callbacks.KNNMonitor(
-            train_images, val_images, every_n_epochs=FLAGS.knn_every,
-            k=knn_neighbours(train_images.num_images), temperature=KNN_TEMPERATURE))
+        monitors.append(
+            callbacks.KNNMonitor(
+                train_images,
+                val_images,
+                every_n_epochs=FLAGS.knn_every,
+                k=knn_neighbours(train_images.num_images),
+                temperature=KNN_TEMPERATURE,
+            )
+        )
     return [*monitors, EpochScalars(log_dir)]
 
 
@@ -568,7 +727,8 @@ def _shard_by_data():
     """Every worker reads the same order and keeps its share of each batch."""
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA)
+        tf.data.experimental.AutoShardPolicy.DATA
+    )
     return options
 
 
@@ -586,20 +746,25 @@ def print_summary(summary):
         label = " at initialization" if stage else ""
         if results and "knn" in results:
             knn = results["knn"]
-            lines.append(f"  kNN{label}: top-1 {knn['top1']:.2%}, top-5 "
-                         f"{knn['top5']:.2%} (k={knn['k']}, T={knn['temperature']})")
+            lines.append(
+                f"  kNN{label}: top-1 {knn['top1']:.2%}, top-5 "
+                f"{knn['top5']:.2%} (k={knn['k']}, T={knn['temperature']})"
+            )
         if results and "linear" in results:
             linear = results["linear"]
-            lines.append(f"  linear{label}: top-1 {linear['top1']:.2%}, top-5 "
-                         f"{linear['top5']:.2%} (frozen features, {linear['epochs']} "
-                         "epochs)")
+            lines.append(
+                f"  linear{label}: top-1 {linear['top1']:.2%}, top-5 "
+                f"{linear['top5']:.2%} (frozen features, {linear['epochs']} "
+                "epochs)"
+            )
     first, last = summary["initial_epoch"] + 1, summary["epochs"]
     if first <= last:
         epochs = f"epoch {last}" if first == last else f"epochs {first}-{last}"
         lines.append(
             f"  pre-training: {epochs} of {summary['steps_per_epoch']} steps x "
             f"{summary['batch_size']} images, {summary['images_per_second']:.0f} "
-            f"images/s, {summary['training_seconds']:.0f} s")
+            f"images/s, {summary['training_seconds']:.0f} s"
+        )
     else:
         lines.append(f"  pre-training: finished before this run ({last} epochs)")
     lines.append(f"  wall time: {summary['wall_seconds']:.0f} s")

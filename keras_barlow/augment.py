@@ -1,4 +1,4 @@
-"""Two-view image distortions of the Barlow Twins recipe, drawn per sample on the device.
+"""Two-view image distortions of the Barlow Twins recipe, drawn per sample, on device.
 
 Keras core lacks RandomResizedCrop and RandomApply, and several core layers differ
 from the torchvision transforms the paper used (batch-level draws, other color
@@ -32,29 +32,20 @@ _TO_GRAY_MATRIX = tuple((weight,) * 3 for weight in GRAYSCALE_WEIGHTS)
 
 # The recipe of the paper (ImageNet) and the CIFAR recipe of solo-learn, as data.
 # Tuples of two are (view 1, view 2).
+_IMAGENET_RECIPE = dict(
+    crop_scale=(0.08, 1.0),
+    crop_ratio=(3 / 4, 4 / 3),
+    flip_probability=0.5,
+    jitter=(0.4, 0.4, 0.2, 0.1),
+    jitter_probability=0.8,
+    grayscale_probability=0.2,
+    blur_probability=(1.0, 0.1),
+    blur_sigma=(0.1, 2.0),
+    solarize_probability=(0.0, 0.2),
+)
 PRESETS = {
-    "imagenet": dict(
-        crop_scale=(0.08, 1.0),
-        crop_ratio=(3 / 4, 4 / 3),
-        flip_probability=0.5,
-        jitter=(0.4, 0.4, 0.2, 0.1),
-        jitter_probability=0.8,
-        grayscale_probability=0.2,
-        blur_probability=(1.0, 0.1),
-        blur_sigma=(0.1, 2.0),
-        solarize_probability=(0.0, 0.2),
-    ),
-    "cifar": dict(
-        crop_scale=(0.08, 1.0),
-        crop_ratio=(3 / 4, 4 / 3),
-        flip_probability=0.5,
-        jitter=(0.4, 0.4, 0.2, 0.1),
-        jitter_probability=0.8,
-        grayscale_probability=0.2,
-        blur_probability=(0.0, 0.0),
-        blur_sigma=(0.1, 2.0),
-        solarize_probability=(0.0, 0.2),
-    ),
+    "imagenet": _IMAGENET_RECIPE,
+    "cifar": {**_IMAGENET_RECIPE, "blur_probability": (0.0, 0.0)},  # no blur
 }
 
 
@@ -178,10 +169,15 @@ def resize_matrices(in_size, out_size, start, length):
     """
     scale = (length / out_size)[:, None, None]
     support_scale = tf.maximum(scale, 1.0)
-    centers = start[:, None, None] + (tf.range(out_size, dtype=tf.float32)[:, None] + 0.5) * scale
+    centers = (
+        start[:, None, None]
+        + (tf.range(out_size, dtype=tf.float32)[:, None] + 0.5) * scale
+    )
     pixels = tf.range(in_size, dtype=tf.float32)[None, :] + 0.5  # pixel centers
     weights = cubic_kernel((pixels - centers) / support_scale)
-    inside = (pixels >= start[:, None, None]) & (pixels < (start + length)[:, None, None])
+    inside = (pixels >= start[:, None, None]) & (
+        pixels < (start + length)[:, None, None]
+    )
     weights = tf.where(inside, weights, 0.0)
     return weights / tf.reduce_sum(weights, axis=-1, keepdims=True)
 
@@ -225,7 +221,12 @@ def sample_crop_boxes(seed, batch_size, height, width, scale, ratio, attempts=10
     aspect = tf.exp(log_ratio)
     box_width = tf.round(tf.sqrt(area * aspect))
     box_height = tf.round(tf.sqrt(area / aspect))
-    fits = (box_width > 0) & (box_width <= width) & (box_height > 0) & (box_height <= height)
+    fits = (
+        (box_width > 0)
+        & (box_width <= width)
+        & (box_height > 0)
+        & (box_height <= height)
+    )
     first_fit = tf.argmax(tf.cast(fits, tf.int32), axis=1)
     any_fit = tf.reduce_any(fits, axis=1)
     box_height = tf.gather(box_height, first_fit, batch_dims=1)
@@ -234,8 +235,12 @@ def sample_crop_boxes(seed, batch_size, height, width, scale, ratio, attempts=10
     fallback_height, fallback_width = _fallback_box(height, width, ratio)
     box_height = tf.where(any_fit, box_height, fallback_height)
     box_width = tf.where(any_fit, box_width, fallback_width)
-    top = tf.floor(_uniform(top_seed, (batch_size,), 0.0, 1.0) * (height - box_height + 1))
-    left = tf.floor(_uniform(left_seed, (batch_size,), 0.0, 1.0) * (width - box_width + 1))
+    top = tf.floor(
+        _uniform(top_seed, (batch_size,), 0.0, 1.0) * (height - box_height + 1)
+    )
+    left = tf.floor(
+        _uniform(left_seed, (batch_size,), 0.0, 1.0) * (width - box_width + 1)
+    )
     top = tf.where(any_fit, top, float((height - fallback_height) // 2))
     left = tf.where(any_fit, left, float((width - fallback_width) // 2))
     return top, left, box_height, box_width
@@ -275,8 +280,10 @@ def _blend_at(images, order, position, factors):
     # samples get the identity, which leaves them unchanged to the bit.
     is_contrast = tf.cast(adjustment == 1, tf.float32)
     is_saturation = tf.cast(adjustment == 2, tf.float32)
-    matrices = (factor[:, None, None] * tf.eye(3)
-                + ((1.0 - factor) * is_saturation)[:, None, None] * _TO_GRAY_MATRIX)
+    matrices = (
+        factor[:, None, None] * tf.eye(3)
+        + ((1.0 - factor) * is_saturation)[:, None, None] * _TO_GRAY_MATRIX
+    )
     mean_rgb = tf.reduce_mean(images, axis=(1, 2))
     mean_gray = tf.reduce_sum(mean_rgb * GRAYSCALE_WEIGHTS, axis=-1)
     offsets = ((1.0 - factor) * is_contrast * mean_gray)[:, None]  # same for R, G, B
@@ -321,7 +328,9 @@ class RandomLayer(keras.layers.Layer):
         if seed is None:
             seed = self.seed_generator.next()
         seed = tf.cast(seed, tf.int32)
-        return self.transform_images(images, self.get_random_transformation(images, seed))
+        return self.transform_images(
+            images, self.get_random_transformation(images, seed)
+        )
 
     def get_random_transformation(self, images, seed):
         raise NotImplementedError
@@ -392,8 +401,13 @@ class RandomResizedCrop(RandomLayer):
     """
 
     def __init__(
-        self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip_probability=0.0,
-        seed=None, **kwargs,
+        self,
+        size,
+        scale=(0.08, 1.0),
+        ratio=(3 / 4, 4 / 3),
+        flip_probability=0.0,
+        seed=None,
+        **kwargs,
     ):
         super().__init__(seed=seed, **kwargs)
         self.size = (size, size) if isinstance(size, int) else tuple(size)
@@ -410,24 +424,38 @@ class RandomResizedCrop(RandomLayer):
             crop_seed, batch_size, height, width, self.scale, self.ratio
         )
         flip = _bernoulli(flip_seed, batch_size, self.flip_probability)
-        return {"top": top, "left": left, "height": box_height, "width": box_width,
-                "flip": flip}
+        return {
+            "top": top,
+            "left": left,
+            "height": box_height,
+            "width": box_width,
+            "flip": flip,
+        }
 
     def transform_images(self, images, transformation):
         _, height, width = _batch_height_width(images)
-        rows = resize_matrices(height, self.size[0], transformation["top"],
-                               transformation["height"])
-        cols = resize_matrices(width, self.size[1], transformation["left"],
-                               transformation["width"])
-        cols = tf.where(transformation["flip"][:, None, None], tf.reverse(cols, [1]), cols)
+        rows = resize_matrices(
+            height, self.size[0], transformation["top"], transformation["height"]
+        )
+        cols = resize_matrices(
+            width, self.size[1], transformation["left"], transformation["width"]
+        )
+        cols = tf.where(
+            transformation["flip"][:, None, None], tf.reverse(cols, [1]), cols
+        )
         return tf.clip_by_value(apply_separable(images, rows, cols), 0.0, 1.0)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self.size, input_shape[-1])
 
     def get_config(self):
-        return {**super().get_config(), "size": self.size, "scale": self.scale,
-                "ratio": self.ratio, "flip_probability": self.flip_probability}
+        return {
+            **super().get_config(),
+            "size": self.size,
+            "scale": self.scale,
+            "ratio": self.ratio,
+            "flip_probability": self.flip_probability,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_barlow")
@@ -449,11 +477,22 @@ class RandomColorJitter(RandomApplyLayer):
     Input shape: `(B, H, W, 3)` float32 in [0, 1]. Output shape: the same.
     """
 
-    def __init__(self, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
-                 probability=0.8, seed=None, **kwargs):
+    def __init__(
+        self,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.2,
+        hue=0.1,
+        probability=0.8,
+        seed=None,
+        **kwargs,
+    ):
         super().__init__(probability, seed=seed, **kwargs)
-        for name, value in (("brightness", brightness), ("contrast", contrast),
-                            ("saturation", saturation)):
+        for name, value in (
+            ("brightness", brightness),
+            ("contrast", contrast),
+            ("saturation", saturation),
+        ):
             if value < 0:
                 raise ValueError(f"`{name}` must be >= 0. Received: {name}={value}")
         if not 0.0 <= hue <= 0.5:
@@ -467,7 +506,9 @@ class RandomColorJitter(RandomApplyLayer):
         transformation = super().get_random_transformation(images, seeds[5])
 
         def factor(seed, strength):
-            return _uniform(seed, (batch_size,), max(0.0, 1.0 - strength), 1.0 + strength)
+            return _uniform(
+                seed, (batch_size,), max(0.0, 1.0 - strength), 1.0 + strength
+            )
 
         return {
             **transformation,
@@ -487,10 +528,17 @@ class RandomColorJitter(RandomApplyLayer):
         # adjustments at each of the four positions. A sample idles in the slots
         # it does not use (factor 1, which leaves it unchanged to the bit).
         order = transformation["order"]
-        hue_position = tf.argmax(tf.cast(order == 3, tf.int32), axis=1,
-                                 output_type=tf.int32)
-        factors = tf.stack([transformation["brightness"], transformation["contrast"],
-                            transformation["saturation"]], axis=1)  # B x 3
+        hue_position = tf.argmax(
+            tf.cast(order == 3, tf.int32), axis=1, output_type=tf.int32
+        )
+        factors = tf.stack(
+            [
+                transformation["brightness"],
+                transformation["contrast"],
+                transformation["saturation"],
+            ],
+            axis=1,
+        )  # B x 3
         jittered = images
         for slot in range(3):
             jittered = _blend_at(jittered, order, hue_position - 3 + slot, factors)
@@ -500,9 +548,13 @@ class RandomColorJitter(RandomApplyLayer):
         return tf.where(transformation["apply"][:, None, None, None], jittered, images)
 
     def get_config(self):
-        return {**super().get_config(), "brightness": self.brightness,
-                "contrast": self.contrast, "saturation": self.saturation,
-                "hue": self.hue}
+        return {
+            **super().get_config(),
+            "brightness": self.brightness,
+            "contrast": self.contrast,
+            "saturation": self.saturation,
+            "hue": self.hue,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_barlow")
@@ -573,7 +625,9 @@ class RandomSolarize(RandomApplyLayer):
         super().__init__(probability, seed=seed, **kwargs)
 
     def transform_images(self, images, transformation):
-        return tf.where(transformation["apply"][:, None, None, None], solarize(images), images)
+        return tf.where(
+            transformation["apply"][:, None, None, None], solarize(images), images
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_barlow")
@@ -616,19 +670,29 @@ class BarlowTwinsAugment(keras.layers.Layer):
     """
 
     def __init__(self, image_size, preset="imagenet", seed=None, **overrides):
-        layer_kwargs = {key: overrides.pop(key) for key in ("name", "dtype", "trainable")
-                        if key in overrides}
+        layer_kwargs = {
+            key: overrides.pop(key)
+            for key in ("name", "dtype", "trainable")
+            if key in overrides
+        }
         layer_kwargs.setdefault("dtype", "float32")
         super().__init__(**layer_kwargs)
         if preset not in PRESETS:
-            raise ValueError(f"`preset` must be one of {sorted(PRESETS)}. "
-                             f"Received: preset={preset!r}")
+            raise ValueError(
+                f"`preset` must be one of {sorted(PRESETS)}. "
+                f"Received: preset={preset!r}"
+            )
         unknown = set(overrides) - set(PRESETS[preset])
         if unknown:
-            raise ValueError(f"Unknown augmentation options {sorted(unknown)}. "
-                             f"Valid options: {sorted(PRESETS[preset])}")
-        self.image_size = (image_size, image_size) if isinstance(image_size, int) \
+            raise ValueError(
+                f"Unknown augmentation options {sorted(unknown)}. "
+                f"Valid options: {sorted(PRESETS[preset])}"
+            )
+        self.image_size = (
+            (image_size, image_size)
+            if isinstance(image_size, int)
             else tuple(image_size)
+        )
         self.preset = preset
         self.seed = seed
         self.options = {**PRESETS[preset], **overrides}
@@ -638,14 +702,23 @@ class BarlowTwinsAugment(keras.layers.Layer):
     def _view_layers(self, view):
         options = self.options
         layers = [
-            RandomResizedCrop(self.image_size, options["crop_scale"], options["crop_ratio"],
-                              options["flip_probability"]),
-            RandomColorJitter(*options["jitter"], probability=options["jitter_probability"]),
+            RandomResizedCrop(
+                self.image_size,
+                options["crop_scale"],
+                options["crop_ratio"],
+                options["flip_probability"],
+            ),
+            RandomColorJitter(
+                *options["jitter"], probability=options["jitter_probability"]
+            ),
             RandomGrayscale(options["grayscale_probability"]),
         ]
         if options["blur_probability"][view] > 0:
-            layers.append(RandomGaussianBlur(options["blur_probability"][view],
-                                             options["blur_sigma"]))
+            layers.append(
+                RandomGaussianBlur(
+                    options["blur_probability"][view], options["blur_sigma"]
+                )
+            )
         if options["solarize_probability"][view] > 0:
             layers.append(RandomSolarize(options["solarize_probability"][view]))
         return layers
@@ -656,11 +729,13 @@ class BarlowTwinsAugment(keras.layers.Layer):
             seed = self.seed_generator.next()
         seeds = _split(tf.cast(seed, tf.int32), 2)
         unit = to_unit_range(images)
-        return tuple(self._distort(unit, layers, view_seed)
-                     for layers, view_seed in zip(self.views, seeds))
+        return tuple(
+            self._distort(unit, layers, view_seed)
+            for layers, view_seed in zip(self.views, seeds, strict=True)
+        )
 
     def _distort(self, images, layers, seed):
-        for layer, layer_seed in zip(layers, _split(seed, len(layers))):
+        for layer, layer_seed in zip(layers, _split(seed, len(layers)), strict=True):
             images = layer(images, seed=layer_seed)
         return normalize(images)
 
@@ -674,8 +749,13 @@ class BarlowTwinsAugment(keras.layers.Layer):
         return shape, shape
 
     def get_config(self):
-        return {**super().get_config(), "image_size": self.image_size,
-                "preset": self.preset, "seed": self.seed, **self.options}
+        return {
+            **super().get_config(),
+            "image_size": self.image_size,
+            "preset": self.preset,
+            "seed": self.seed,
+            **self.options,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_barlow")
@@ -700,10 +780,15 @@ class Preprocess(keras.layers.Layer):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if not 0.0 < crop_fraction <= 1.0:
-            raise ValueError("`crop_fraction` must be in (0, 1]. "
-                             f"Received: crop_fraction={crop_fraction}")
-        self.image_size = (image_size, image_size) if isinstance(image_size, int) \
+            raise ValueError(
+                "`crop_fraction` must be in (0, 1]. "
+                f"Received: crop_fraction={crop_fraction}"
+            )
+        self.image_size = (
+            (image_size, image_size)
+            if isinstance(image_size, int)
             else tuple(image_size)
+        )
         self.crop_fraction = crop_fraction
 
     def call(self, images):
@@ -714,8 +799,9 @@ class Preprocess(keras.layers.Layer):
             # Sizes known only at run time (a serving signature): images that
             # already have `image_size` skip the resize and stay bit-exact.
             same_size = tf.reduce_all(tf.shape(images)[1:3] == self.image_size)
-            images = tf.cond(same_size, lambda: images,
-                             lambda: self._resize_and_center_crop(images))
+            images = tf.cond(
+                same_size, lambda: images, lambda: self._resize_and_center_crop(images)
+            )
         else:
             images = self._resize_and_center_crop(images)
         return normalize(tf.ensure_shape(images, (None, *self.image_size, 3)))
@@ -733,8 +819,11 @@ class Preprocess(keras.layers.Layer):
         return (input_shape[0], *self.image_size, 3)
 
     def get_config(self):
-        return {**super().get_config(), "image_size": self.image_size,
-                "crop_fraction": self.crop_fraction}
+        return {
+            **super().get_config(),
+            "image_size": self.image_size,
+            "crop_fraction": self.crop_fraction,
+        }
 
 
 def _batch_height_width(images):

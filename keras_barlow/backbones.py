@@ -45,8 +45,13 @@ _CONV_INITIALIZER = {
 }
 
 
-def ResNet18(input_shape=(224, 224, 3), stem="imagenet", zero_init_residual=True,
-             sync_batch_norm=None, name="resnet18"):
+def ResNet18(
+    input_shape=(224, 224, 3),
+    stem="imagenet",
+    zero_init_residual=True,
+    sync_batch_norm=None,
+    name="resnet18",
+):
     """ResNet-18 encoder: images `(B, H, W, 3)` to pooled features `(B, 512)`.
 
     With `stem="cifar"` (3x3 stride-1 stem convolution, no max-pool) it is the
@@ -78,12 +83,18 @@ def ResNet18(input_shape=(224, 224, 3), stem="imagenet", zero_init_residual=True
     >>> encoder(tf.zeros((2, 32, 32, 3))).shape
     TensorShape([2, 512])
     """
-    return _build_resnet("resnet18", input_shape, stem, zero_init_residual,
-                         sync_batch_norm, name)
+    return _build_resnet(
+        "resnet18", input_shape, stem, zero_init_residual, sync_batch_norm, name
+    )
 
 
-def ResNet34(input_shape=(224, 224, 3), stem="imagenet", zero_init_residual=True,
-             sync_batch_norm=None, name="resnet34"):
+def ResNet34(
+    input_shape=(224, 224, 3),
+    stem="imagenet",
+    zero_init_residual=True,
+    sync_batch_norm=None,
+    name="resnet34",
+):
     """ResNet-34 encoder: images `(B, H, W, 3)` to pooled features `(B, 512)`.
 
     Args and returns: as `ResNet18`.
@@ -94,12 +105,18 @@ def ResNet34(input_shape=(224, 224, 3), stem="imagenet", zero_init_residual=True
     >>> encoder.output_shape
     (None, 512)
     """
-    return _build_resnet("resnet34", input_shape, stem, zero_init_residual,
-                         sync_batch_norm, name)
+    return _build_resnet(
+        "resnet34", input_shape, stem, zero_init_residual, sync_batch_norm, name
+    )
 
 
-def ResNet50(input_shape=(224, 224, 3), stem="imagenet", zero_init_residual=True,
-             sync_batch_norm=None, name="resnet50"):
+def ResNet50(
+    input_shape=(224, 224, 3),
+    stem="imagenet",
+    zero_init_residual=True,
+    sync_batch_norm=None,
+    name="resnet50",
+):
     """ResNet-50 encoder of the paper: images `(B, H, W, 3)` to features `(B, 2048)`.
 
     Bottleneck blocks with the stride on the 3x3 convolution (torchvision's
@@ -113,12 +130,14 @@ def ResNet50(input_shape=(224, 224, 3), stem="imagenet", zero_init_residual=True
     >>> encoder.output_shape
     (None, 2048)
     """
-    return _build_resnet("resnet50", input_shape, stem, zero_init_residual,
-                         sync_batch_norm, name)
+    return _build_resnet(
+        "resnet50", input_shape, stem, zero_init_residual, sync_batch_norm, name
+    )
 
 
-def _build_resnet(architecture, input_shape, stem, zero_init_residual,
-                  sync_batch_norm, name):
+def _build_resnet(
+    architecture, input_shape, stem, zero_init_residual, sync_batch_norm, name
+):
     block_type, depths = ARCHITECTURES[architecture]
     input_shape = _check_input_shape(input_shape, stem, architecture)
     options = {
@@ -191,33 +210,46 @@ def _conv(x, filters, kernel_size, strides, name):
         x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
         padding = "valid"
     return keras.layers.Conv2D(
-        filters, kernel_size, strides=strides, padding=padding, use_bias=False,
-        kernel_initializer=_CONV_INITIALIZER, name=name,
+        filters,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        use_bias=False,
+        kernel_initializer=_CONV_INITIALIZER,
+        name=name,
     )(x)
 
 
 def _batch_norm(x, options, name, last_in_block=False):
     zero_gamma = last_in_block and options["zero_init_residual"]
     return keras.layers.BatchNormalization(
-        epsilon=BN_EPSILON, momentum=BN_MOMENTUM, synchronized=options["synchronized"],
-        gamma_initializer="zeros" if zero_gamma else "ones", name=name,
+        epsilon=BN_EPSILON,
+        momentum=BN_MOMENTUM,
+        synchronized=options["synchronized"],
+        gamma_initializer="zeros" if zero_gamma else "ones",
+        name=name,
     )(x)
 
 
 def _resolve_sync_batch_norm(sync_batch_norm):
     if sync_batch_norm is None:
-        return (tf.distribute.has_strategy()
-                and tf.distribute.get_strategy().num_replicas_in_sync > 1)
+        return (
+            tf.distribute.has_strategy()
+            and tf.distribute.get_strategy().num_replicas_in_sync > 1
+        )
     if not isinstance(sync_batch_norm, bool):
-        raise TypeError("`sync_batch_norm` must be True, False or None (automatic). "
-                        f"Received: sync_batch_norm={sync_batch_norm!r}")
+        raise TypeError(
+            "`sync_batch_norm` must be True, False or None (automatic). "
+            f"Received: sync_batch_norm={sync_batch_norm!r}"
+        )
     return sync_batch_norm
 
 
 def _check_input_shape(input_shape, stem, architecture):
     if stem not in STEMS:
         raise ValueError(
-            f"`stem` must be one of {sorted(STEMS)}. Received: stem={stem!r}")
+            f"`stem` must be one of {sorted(STEMS)}. Received: stem={stem!r}"
+        )
     input_shape = tuple(input_shape)
     if len(input_shape) != 3 or input_shape[-1] != 3:
         raise ValueError(

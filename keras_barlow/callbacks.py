@@ -29,9 +29,16 @@ from keras_barlow.model import embedding_std
 HISTOGRAM_BINS = 50
 # A diverging map for values in [-1, 1]: ColorBrewer's RdBu reversed.
 _DIVERGING_ANCHORS = np.linspace(-1.0, 1.0, 5)
-_DIVERGING_COLORS = np.array([
-    (5, 48, 97), (67, 147, 195), (247, 247, 247), (214, 96, 77), (103, 0, 31),
-], dtype=np.float64)
+_DIVERGING_COLORS = np.array(
+    [
+        (5, 48, 97),
+        (67, 147, 195),
+        (247, 247, 247),
+        (214, 96, 77),
+        (103, 0, 31),
+    ],
+    dtype=np.float64,
+)
 
 
 # ----------------------------------------------------------------------------------
@@ -55,23 +62,30 @@ class TensorBoardWriter:
 
     def scalar(self, tag, value, step):
         """Write a float scalar."""
-        self._write(tag, tf.constant(float(value), tf.float32), step,
-                    "scalars", summary_pb2.DATA_CLASS_SCALAR)
+        self._write(
+            tag,
+            tf.constant(float(value), tf.float32),
+            step,
+            "scalars",
+            summary_pb2.DATA_CLASS_SCALAR,
+        )
 
     def image(self, tag, image, step):
         """Write one uint8 image of shape `(H, W, 3)`."""
         image = tf.convert_to_tensor(image, tf.uint8)
         height, width = image.shape[0], image.shape[1]
-        tensor = tf.stack([tf.constant(str(width)), tf.constant(str(height)),
-                           tf.io.encode_png(image)])
+        tensor = tf.stack(
+            [tf.constant(str(width)), tf.constant(str(height)), tf.io.encode_png(image)]
+        )
         self._write(tag, tensor, step, "images", summary_pb2.DATA_CLASS_BLOB_SEQUENCE)
 
     def histogram(self, tag, counts, edges, step):
         """Write a histogram of `len(counts)` buckets delimited by `edges`."""
         edges = np.asarray(edges, np.float64)
         buckets = np.stack([edges[:-1], edges[1:], np.asarray(counts, np.float64)], 1)
-        self._write(tag, tf.constant(buckets), step, "histograms",
-                    summary_pb2.DATA_CLASS_TENSOR)
+        self._write(
+            tag, tf.constant(buckets), step, "histograms", summary_pb2.DATA_CLASS_TENSOR
+        )
 
     def flush(self):
         if self._writer is not None:
@@ -109,8 +123,13 @@ def correlation_image(c, max_dims=64, pixels_per_cell=4):
         uint8 NumPy array `(S, S, 3)` with `S = min(D, max_dims) * pixels_per_cell`.
     """
     block = np.clip(np.asarray(c, np.float64)[:max_dims, :max_dims], -1.0, 1.0)
-    rgb = np.stack([np.interp(block, _DIVERGING_ANCHORS, _DIVERGING_COLORS[:, channel])
-                    for channel in range(3)], axis=-1)
+    rgb = np.stack(
+        [
+            np.interp(block, _DIVERGING_ANCHORS, _DIVERGING_COLORS[:, channel])
+            for channel in range(3)
+        ],
+        axis=-1,
+    )
     rgb = np.repeat(np.repeat(rgb, pixels_per_cell, axis=0), pixels_per_cell, axis=1)
     return np.round(rgb).astype(np.uint8)
 
@@ -121,8 +140,10 @@ def correlation_image(c, max_dims=64, pixels_per_cell=4):
 
 def _check_every_n_epochs(every_n_epochs):
     if int(every_n_epochs) != every_n_epochs or every_n_epochs < 1:
-        raise ValueError("`every_n_epochs` must be a positive integer. "
-                         f"Received: every_n_epochs={every_n_epochs}")
+        raise ValueError(
+            "`every_n_epochs` must be a positive integer. "
+            f"Received: every_n_epochs={every_n_epochs}"
+        )
     return int(every_n_epochs)
 
 
@@ -209,14 +230,24 @@ class KNNMonitor(_EpochCallback):
     ```
     """
 
-    def __init__(self, train_ds, val_ds, every_n_epochs=1, k=200, temperature=0.1,
-                 num_classes=None, preprocess="auto", log_dir=None):
+    def __init__(
+        self,
+        train_ds,
+        val_ds,
+        every_n_epochs=1,
+        k=200,
+        temperature=0.1,
+        num_classes=None,
+        preprocess="auto",
+        log_dir=None,
+    ):
         super().__init__(every_n_epochs, log_dir)
         if k < 1:
             raise ValueError(f"`k` must be at least 1. Received: k={k}")
         if temperature <= 0:
             raise ValueError(
-                f"`temperature` must be > 0. Received: temperature={temperature}")
+                f"`temperature` must be > 0. Received: temperature={temperature}"
+            )
         self.train_ds, self.val_ds = train_ds, val_ds
         self.k, self.temperature = k, temperature
         self.num_classes = num_classes
@@ -225,20 +256,28 @@ class KNNMonitor(_EpochCallback):
 
     def on_train_begin(self, logs=None):
         # One compiled feature function for the whole run: no retracing per epoch.
-        self._features_of = evaluation.feature_function(_encoder_of(self.model),
-                                                        self.preprocess)
+        self._features_of = evaluation.feature_function(
+            _encoder_of(self.model), self.preprocess
+        )
 
     def measure(self, epoch, logs):
         train = evaluation.collect_features(self._features_of, self.train_ds)
         val = evaluation.collect_features(self._features_of, self.val_ds)
         if train[1] is None or val[1] is None:
-            raise ValueError("KNNMonitor needs datasets of (images, labels). "
-                             "Received a dataset without labels.")
-        accuracy = evaluation.knn_accuracy(*train, *val, k=self.k,
-                                           temperature=self.temperature,
-                                           num_classes=self.num_classes)
-        self._log_scalars({"knn_top1": accuracy["top1"], "knn_top5": accuracy["top5"]},
-                          epoch, logs)
+            raise ValueError(
+                "KNNMonitor needs datasets of (images, labels). "
+                "Received a dataset without labels."
+            )
+        accuracy = evaluation.knn_accuracy(
+            *train,
+            *val,
+            k=self.k,
+            temperature=self.temperature,
+            num_classes=self.num_classes,
+        )
+        self._log_scalars(
+            {"knn_top1": accuracy["top1"], "knn_top5": accuracy["top5"]}, epoch, logs
+        )
 
 
 class _FixedBatchCallback(_EpochCallback):
@@ -302,25 +341,31 @@ class CrossCorrelationImage(_FixedBatchCallback):
         super().__init__(images, every_n_epochs, log_dir, seed)
         if max_dims < 1:
             raise ValueError(
-                f"`max_dims` must be at least 1. Received: max_dims={max_dims}")
+                f"`max_dims` must be at least 1. Received: max_dims={max_dims}"
+            )
         self.max_dims = int(max_dims)
 
     def measure(self, epoch, logs):
         c = losses.cross_correlation(*self.embeddings())
-        self.writer.image("cross_correlation",
-                          correlation_image(c[:self.max_dims, :self.max_dims]), epoch)
+        self.writer.image(
+            "cross_correlation",
+            correlation_image(c[: self.max_dims, : self.max_dims]),
+            epoch,
+        )
         edges = np.linspace(-1.0, 1.0, HISTOGRAM_BINS + 1)
         diagonal = _histogram(tf.linalg.diag_part(c))
         off_diagonal = _histogram(c) - diagonal
         self.writer.histogram("cross_correlation/diagonal", diagonal, edges, epoch)
-        self.writer.histogram("cross_correlation/off_diagonal", off_diagonal, edges,
-                              epoch)
+        self.writer.histogram(
+            "cross_correlation/off_diagonal", off_diagonal, edges, epoch
+        )
 
 
 def _histogram(values):
     """Counts in `HISTOGRAM_BINS` equal bins on [-1, 1], computed on the device."""
-    counts = tf.histogram_fixed_width(tf.reshape(values, [-1]), [-1.0, 1.0],
-                                      nbins=HISTOGRAM_BINS)
+    counts = tf.histogram_fixed_width(
+        tf.reshape(values, [-1]), [-1.0, 1.0], nbins=HISTOGRAM_BINS
+    )
     return counts.numpy()
 
 
@@ -352,11 +397,15 @@ class CollapseMonitor(_FixedBatchCallback):
     def measure(self, epoch, logs):
         z1, z2 = self.embeddings()
         c = losses.cross_correlation(z1, z2)
-        self._log_scalars({
-            "collapse_embedding_std": embedding_std(z1),
-            "collapse_off_diagonal": evaluation.mean_abs_off_diagonal(c),
-            "collapse_effective_rank": evaluation.effective_rank(z1),
-        }, epoch, logs)
+        self._log_scalars(
+            {
+                "collapse_embedding_std": embedding_std(z1),
+                "collapse_off_diagonal": evaluation.mean_abs_off_diagonal(c),
+                "collapse_effective_rank": evaluation.effective_rank(z1),
+            },
+            epoch,
+            logs,
+        )
 
 
 # ----------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ everything the next epoch depends on:
   loss scale of a `LossScaleOptimizer`);
 * the augmentation random state: `BarlowTwins` draws its distortions from
   `(model.seed, model.train_step_count, replica)` (see `BarlowTwins._step_seed`);
-  the step count is a model weight and the seed is stored beside it; the states of the model's
+  the step count is a model weight and the seed is stored beside it; the states of
+  the model's
   `keras.random.SeedGenerator`s (e.g. a `Dropout` in the encoder) are stored
   too, as `save_weights` leaves them out;
 * the number of completed epochs.
@@ -118,8 +119,10 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     def __init__(self, directory, max_to_keep=2):
         super().__init__()
         if int(max_to_keep) != max_to_keep or max_to_keep < 1:
-            raise ValueError("`max_to_keep` must be a positive integer. "
-                             f"Received: max_to_keep={max_to_keep}")
+            raise ValueError(
+                "`max_to_keep` must be a positive integer. "
+                f"Received: max_to_keep={max_to_keep}"
+            )
         self.directory = os.fspath(directory)
         self.max_to_keep = int(max_to_keep)
         self._restored_epoch = None
@@ -148,8 +151,10 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         if model is not None and self.model is None:
             self.set_model(model)
         if getattr(model, "optimizer", None) is None:
-            raise ValueError("`restore` needs a compiled model: call "
-                             "`model.compile(optimizer=...)` first.")
+            raise ValueError(
+                "`restore` needs a compiled model: call "
+                "`model.compile(optimizer=...)` first."
+            )
         if self._is_chief(model):
             self._remove_incomplete()
         paths = self.checkpoints()
@@ -161,8 +166,11 @@ class TrainingCheckpoint(keras.callbacks.Callback):
                 state = _load(model, path)
             except (OSError, ValueError, KeyError) as error:
                 errors.append(f"{path}: {error}")
-                warnings.warn(f"Checkpoint {path} could not be loaded ({error}). "
-                              "Trying the previous one.", stacklevel=2)
+                warnings.warn(
+                    f"Checkpoint {path} could not be loaded ({error}). "
+                    "Trying the previous one.",
+                    stacklevel=2,
+                )
                 continue
             self._restored_epoch = state["epoch"]
             return self._restored_epoch
@@ -170,7 +178,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             raise RuntimeError(
                 "No checkpoint in {} loads into this model. Was the model or its "
                 "optimizer changed? Restore the original code, or train in a new "
-                "directory. Errors: {}".format(self.directory, "; ".join(errors)))
+                "directory. Errors: {}".format(self.directory, "; ".join(errors))
+            )
         self._restored_epoch = 0
         return 0
 
@@ -200,7 +209,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
                 f"`fit` starts at epoch {epoch + 1}, but the model was restored from "
                 f"the checkpoint after epoch {self._restored_epoch}. Pass "
                 f"`initial_epoch={self._restored_epoch}` (the value `restore` "
-                "returned) to `fit`.")
+                "returned) to `fit`."
+            )
         self._first_epoch_of_fit = False
         self._batches_this_epoch = 0
 
@@ -215,7 +225,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
                 f"The training data yielded no batch in epoch {epoch + 1}. Check "
                 "that the dataset is not empty (file patterns, filters, "
                 "`batch(drop_remainder=True)` with fewer samples than one batch) "
-                "and that it yields `steps_per_epoch` batches per epoch.")
+                "and that it yields `steps_per_epoch` batches per epoch."
+            )
         steps = self.params.get("steps") if self.params else None
         if self.model.stop_training and steps and self._batches_this_epoch < steps:
             return  # an incomplete epoch must not count as done
@@ -250,7 +261,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         return path
 
     def _remove_old(self):
-        for path in self.checkpoints()[:-self.max_to_keep]:
+        for path in self.checkpoints()[: -self.max_to_keep]:
             # Unmark first: a kill during the removal leaves an incomplete
             # directory, never a complete-looking one with files missing.
             tf.io.gfile.remove(os.path.join(path, _STATE_FILE))
@@ -276,7 +287,8 @@ def _state(model, epoch):
         "step": int(model.optimizer.iterations.numpy()),
         "seed": getattr(model, "seed", None),
         "seed_generator_states": [
-            np.asarray(v.numpy()).tolist() for v in _seed_generator_states(model)],
+            np.asarray(v.numpy()).tolist() for v in _seed_generator_states(model)
+        ],
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -287,15 +299,20 @@ def _load(model, path):
         state = json.load(file)
     model.load_weights(os.path.join(path, _WEIGHTS_FILE))
     if int(model.optimizer.iterations.numpy()) != state["step"]:
-        raise ValueError(f"the optimizer's iteration count is "
-                         f"{int(model.optimizer.iterations.numpy())}, the checkpoint "
-                         f"says {state['step']}")
+        raise ValueError(
+            f"the optimizer's iteration count is "
+            f"{int(model.optimizer.iterations.numpy())}, the checkpoint "
+            f"says {state['step']}"
+        )
     seed_states = _seed_generator_states(model)
     if len(seed_states) != len(state["seed_generator_states"]):
-        raise ValueError(f"the model has {len(seed_states)} random seed generators, "
-                         f"the checkpoint {len(state['seed_generator_states'])}")
-    for variable, value in zip(seed_states, state["seed_generator_states"],
-                               strict=True):
+        raise ValueError(
+            f"the model has {len(seed_states)} random seed generators, "
+            f"the checkpoint {len(state['seed_generator_states'])}"
+        )
+    for variable, value in zip(
+        seed_states, state["seed_generator_states"], strict=True
+    ):
         variable.assign(np.asarray(value, variable.dtype))
     _restore_seed(model, state["seed"])
     return state
@@ -309,7 +326,8 @@ def _build(model):
             if encoder is None or not encoder.built:
                 raise ValueError(
                     "Build the model before restoring a checkpoint, e.g. "
-                    "`model.build((None, height, width, 3))`.")
+                    "`model.build((None, height, width, 3))`."
+                )
             model.build(encoder.input_shape)
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
@@ -334,14 +352,18 @@ def _seed_generator_states(model):
 
 def _check_finite(model, epoch):
     variables = model.weights + model.optimizer.variables
-    bad = [v.path for v in variables
-           if v.dtype.startswith(("float", "bfloat"))
-           and not np.isfinite(np.asarray(v.numpy(), np.float32)).all()]
+    bad = [
+        v.path
+        for v in variables
+        if v.dtype.startswith(("float", "bfloat"))
+        and not np.isfinite(np.asarray(v.numpy(), np.float32)).all()
+    ]
     if bad:
         raise FloatingPointError(
             f"After epoch {epoch}, {len(bad)} variables hold NaN or Inf (first: "
             f"{bad[0]}); this state is not saved and the newest checkpoint is kept. "
-            + NON_FINITE_CAUSES)
+            + NON_FINITE_CAUSES
+        )
 
 
 def _write_atomically(path, text):

@@ -61,8 +61,16 @@ from absl import logging
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 ARCHIVE_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
-INTERPOLATIONS = ("area", "bicubic", "bilinear", "gaussian", "lanczos3", "lanczos5",
-                  "mitchellcubic", "nearest")
+INTERPOLATIONS = (
+    "area",
+    "bicubic",
+    "bilinear",
+    "gaussian",
+    "lanczos3",
+    "lanczos5",
+    "mitchellcubic",
+    "nearest",
+)
 SUBSETS = ("training", "validation")
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -78,10 +86,21 @@ _WRITER_THREADS = 4  # file creation dominates; threads overlap it with parsing
 
 
 def from_tfds(
-    name, split="train", image_size=None, batch_size=256, training=True,
-    shuffle=None, seed=0, limit_images=None, data_dir=None, download=True,
-    image_key="image", label_key="label", shuffle_buffer=10_000,
-    interpolation="bilinear", crop_to_aspect_ratio=False,
+    name,
+    split="train",
+    image_size=None,
+    batch_size=256,
+    training=True,
+    shuffle=None,
+    seed=0,
+    limit_images=None,
+    data_dir=None,
+    download=True,
+    image_key="image",
+    label_key="label",
+    shuffle_buffer=10_000,
+    interpolation="bilinear",
+    crop_to_aspect_ratio=False,
 ):
     """Batches of uint8 images (and int32 labels) from a TensorFlow Datasets split.
 
@@ -126,7 +145,11 @@ def from_tfds(
     _check_interpolation(interpolation)
     shuffle = training if shuffle is None else shuffle
     dataset, info = tfds.load(
-        name, split=split, data_dir=data_dir, download=download, with_info=True,
+        name,
+        split=split,
+        data_dir=data_dir,
+        download=download,
+        with_info=True,
         shuffle_files=shuffle and limit_images is None,
         read_config=tfds.ReadConfig(shuffle_seed=seed),
     )
@@ -159,11 +182,26 @@ def from_tfds(
 
 
 def from_image_folder(
-    path, image_size=None, batch_size=256, training=None, shuffle=None, seed=0,
-    labels="inferred", subset=None, val_fraction=None, val_count=None,
-    limit_images=None, on_corrupt="raise", validate="header", cache_dir=None,
-    interpolation="bilinear", crop_to_aspect_ratio=False, epochs=None,
-    initial_epoch=0, steps_per_epoch=None, split_seed=None,
+    path,
+    image_size=None,
+    batch_size=256,
+    training=None,
+    shuffle=None,
+    seed=0,
+    labels="inferred",
+    subset=None,
+    val_fraction=None,
+    val_count=None,
+    limit_images=None,
+    on_corrupt="raise",
+    validate="header",
+    cache_dir=None,
+    interpolation="bilinear",
+    crop_to_aspect_ratio=False,
+    epochs=None,
+    initial_epoch=0,
+    steps_per_epoch=None,
+    split_seed=None,
 ):
     """Batches of uint8 images (and int32 labels) from a folder of JPEG and PNG files.
 
@@ -263,12 +301,14 @@ def from_image_folder(
     root = image_root(path, cache_dir)
     names, paths, label_array = _list_images(root, labels)
     split_seed = seed if split_seed is None else split_seed
-    indices = _select(label_array, subset, val_fraction, val_count, split_seed,
-                      limit_images)
+    indices = _select(
+        label_array, subset, val_fraction, val_count, split_seed, limit_images
+    )
     paths, label_array = paths[indices], label_array[indices]
     if validate is not None:
         paths, label_array = _drop_corrupt(
-            paths, label_array, validate, on_corrupt, root)
+            paths, label_array, validate, on_corrupt, root
+        )
     _check_count(len(paths), batch_size, training, root)
     if image_size is None:
         image_size = tuple(_decode(tf.io.read_file(paths[0])).shape[:2])
@@ -280,8 +320,9 @@ def from_image_folder(
 
     elements = paths if labels is None else (paths, label_array)
     steps = _steps_per_epoch(len(paths), batch_size, training, steps_per_epoch)
-    dataset = _ordered(elements, shuffle, seed, epochs, initial_epoch,
-                       steps and steps * batch_size)
+    dataset = _ordered(
+        elements, shuffle, seed, epochs, initial_epoch, steps and steps * batch_size
+    )
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE)
     if on_corrupt == "skip":
         dataset = dataset.ignore_errors(log_warning=True)
@@ -294,10 +335,23 @@ def from_image_folder(
 
 
 def from_numpy(
-    images, labels=None, image_size=None, batch_size=256, training=None, shuffle=None,
-    seed=0, subset=None, val_fraction=None, val_count=None, limit_images=None,
-    interpolation="bilinear", crop_to_aspect_ratio=False, epochs=None,
-    initial_epoch=0, steps_per_epoch=None, split_seed=None,
+    images,
+    labels=None,
+    image_size=None,
+    batch_size=256,
+    training=None,
+    shuffle=None,
+    seed=0,
+    subset=None,
+    val_fraction=None,
+    val_count=None,
+    limit_images=None,
+    interpolation="bilinear",
+    crop_to_aspect_ratio=False,
+    epochs=None,
+    initial_epoch=0,
+    steps_per_epoch=None,
+    split_seed=None,
 ):
     """Batches of uint8 images (and int32 labels) from arrays in memory.
 
@@ -346,8 +400,7 @@ def from_numpy(
 
     strata = np.zeros(len(images), np.int32) if label_array is None else label_array
     split_seed = seed if split_seed is None else split_seed
-    indices = _select(strata, subset, val_fraction, val_count, split_seed,
-                      limit_images)
+    indices = _select(strata, subset, val_fraction, val_count, split_seed, limit_images)
     _check_count(len(indices), batch_size, training, "the arrays")
     image_tensor = tf.convert_to_tensor(images)
     label_tensor = None if label_array is None else tf.convert_to_tensor(label_array)
@@ -360,8 +413,9 @@ def from_numpy(
         return batch, tf.gather(label_tensor, batch_indices)
 
     steps = _steps_per_epoch(len(indices), batch_size, training, steps_per_epoch)
-    dataset = _ordered(indices, shuffle, seed, epochs, initial_epoch,
-                       steps and steps * batch_size)
+    dataset = _ordered(
+        indices, shuffle, seed, epochs, initial_epoch, steps and steps * batch_size
+    )
     dataset = dataset.batch(batch_size, drop_remainder=training)
     dataset = dataset.map(gather, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
     dataset.num_images = len(indices)
@@ -391,11 +445,12 @@ def _ordered(elements, shuffle, seed, epochs, initial_epoch, per_epoch):
         if shuffle:
             # `Dataset.shuffle` takes no tensor seed: shuffle the indices instead.
             order = tf.random.experimental.stateless_shuffle(
-                order, seed=tf.stack([tf.constant(seed, tf.int64), epoch]),
-                alg="philox")
+                order, seed=tf.stack([tf.constant(seed, tf.int64), epoch]), alg="philox"
+            )
         order = order[:per_epoch]
         return tf.data.Dataset.from_tensor_slices(
-            tf.nest.map_structure(lambda tensor: tf.gather(tensor, order), elements))
+            tf.nest.map_structure(lambda tensor: tf.gather(tensor, order), elements)
+        )
 
     return tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
 
@@ -434,8 +489,12 @@ def stratified_split(labels, val_fraction=None, val_count=None, seed=0):
     quotas = _largest_remainder(counts, total)
     rng = np.random.default_rng(seed)
     members = _class_members(inverse.reshape(-1), counts)
-    val = np.concatenate([rng.permutation(group)[:quota]
-                          for group, quota in zip(members, quotas, strict=True)])
+    val = np.concatenate(
+        [
+            rng.permutation(group)[:quota]
+            for group, quota in zip(members, quotas, strict=True)
+        ]
+    )
     val = np.sort(val).astype(np.int64)
     return np.setdiff1d(np.arange(len(labels), dtype=np.int64), val), val
 
@@ -560,7 +619,8 @@ def _is_wrapper(folder):
         return False
     entries = [os.path.join(folder, entry) for entry in _visible_entries(folder)]
     return any(os.path.isdir(entry) for entry in entries) and not any(
-        entry.lower().endswith(IMAGE_EXTENSIONS) for entry in entries)
+        entry.lower().endswith(IMAGE_EXTENSIONS) for entry in entries
+    )
 
 
 def class_names(path, cache_dir=None):
@@ -572,8 +632,11 @@ def class_names(path, cache_dir=None):
     ['airplane', 'automobile', 'bird']
     """
     root = image_root(path, cache_dir)
-    return [entry for entry in _visible_entries(root)
-            if os.path.isdir(os.path.join(root, entry))]
+    return [
+        entry
+        for entry in _visible_entries(root)
+        if os.path.isdir(os.path.join(root, entry))
+    ]
 
 
 def extract_archive(path, cache_dir=None):
@@ -615,8 +678,13 @@ def extract_archive(path, cache_dir=None):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    logging.info("Extracted %d files from %s into %s in %.1f s.", count, path, target,
-                 time.perf_counter() - start)
+    logging.info(
+        "Extracted %d files from %s into %s in %.1f s.",
+        count,
+        path,
+        target,
+        time.perf_counter() - start,
+    )
     return target
 
 
@@ -632,8 +700,10 @@ def _extract_members(archive, root):
     """Stream the archive once; writes run in threads, as file creation dominates."""
     made_dirs, skipped, pending, count = set(), [], collections.deque(), 0
     try:
-        with tarfile.open(archive, "r|*") as tar, \
-                futures.ThreadPoolExecutor(_WRITER_THREADS) as pool:
+        with (
+            tarfile.open(archive, "r|*") as tar,
+            futures.ThreadPoolExecutor(_WRITER_THREADS) as pool,
+        ):
             for member in tar:
                 target = _safe_target(root, member.name, archive)
                 if member.isdir():
@@ -665,16 +735,23 @@ def _extract_members(archive, root):
             "or pass another cache_dir."
         ) from error
     if skipped:
-        logging.warning("Skipped %d archive members that are not regular files or "
-                        "folders (links, devices), e.g. %s.", len(skipped), skipped[:3])
+        logging.warning(
+            "Skipped %d archive members that are not regular files or "
+            "folders (links, devices), e.g. %s.",
+            len(skipped),
+            skipped[:3],
+        )
     return count
 
 
 def _safe_target(root, name, archive):
     parts = pathlib.PurePosixPath(name).parts
     target = os.path.normpath(os.path.join(root, *parts))
-    if name.startswith(("/", "\\")) or ".." in parts or not (
-            target == root or target.startswith(root + os.sep)):
+    if (
+        name.startswith(("/", "\\"))
+        or ".." in parts
+        or not (target == root or target.startswith(root + os.sep))
+    ):
         raise ValueError(
             f"Refusing to extract {archive!r}: the member {name!r} would be written "
             "outside the extraction folder (absolute path or '..'). The archive is "
@@ -707,18 +784,21 @@ def _list_images(root, labels):
                 "labels=None."
             )
         per_class = [_find_images(os.path.join(root, name)) for name in names]
-        empty = [name for name, files in zip(names, per_class, strict=True)
-                 if not files]
+        empty = [
+            name for name, files in zip(names, per_class, strict=True) if not files
+        ]
         if empty and len(empty) < len(names):
             logging.warning("Class folders without images (labels kept): %s", empty)
         paths = [file for files in per_class for file in files]
-        label_array = np.repeat(np.arange(len(names), dtype=np.int32),
-                                [len(files) for files in per_class])
+        label_array = np.repeat(
+            np.arange(len(names), dtype=np.int32), [len(files) for files in per_class]
+        )
     if not paths:
         raise ValueError(
             f"No images found in {root!r}. Expected files ending in "
             f"{', '.join(IMAGE_EXTENSIONS)} (any case)"
-            + ("" if labels is None else " inside the class folders") + "."
+            + ("" if labels is None else " inside the class folders")
+            + "."
         )
     return names, np.array(paths), label_array
 
@@ -727,9 +807,11 @@ def _find_images(folder):
     found = []
     for parent, dirs, files in os.walk(folder):
         dirs[:] = sorted(entry for entry in dirs if not entry.startswith("."))
-        found.extend(os.path.join(parent, name) for name in sorted(files)
-                     if not name.startswith(".")
-                     and name.lower().endswith(IMAGE_EXTENSIONS))
+        found.extend(
+            os.path.join(parent, name)
+            for name in sorted(files)
+            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+        )
     return found
 
 
@@ -764,12 +846,18 @@ def find_corrupt_images(paths, validate="header"):
     paths = [str(path) for path in paths]
     if validate == "header":
         reasons = [_header_problem(path) for path in paths]  # threads: slower here
-        suspects = [(path, reason) for path, reason
-                    in zip(paths, reasons, strict=True) if reason]
+        suspects = [
+            (path, reason)
+            for path, reason in zip(paths, reasons, strict=True)
+            if reason
+        ]
     else:
         decoded = set(_decodable_indices(paths))
-        suspects = [(path, "TensorFlow cannot decode it") for index, path in
-                    enumerate(paths) if index not in decoded]
+        suspects = [
+            (path, "TensorFlow cannot decode it")
+            for index, path in enumerate(paths)
+            if index not in decoded
+        ]
     return [(path, reason) for path, reason in suspects if not _decodes(path)]
 
 
@@ -823,8 +911,13 @@ def _drop_corrupt(paths, labels, validate, on_corrupt, root):
             f"\n{listing}\nRemove or replace them, or pass on_corrupt='skip' to leave "
             "them out."
         )
-    logging.warning("Skipping %d of %d image files in %s that cannot be decoded:\n%s",
-                    len(corrupt), len(paths), root, listing)
+    logging.warning(
+        "Skipping %d of %d image files in %s that cannot be decoded:\n%s",
+        len(corrupt),
+        len(paths),
+        root,
+        listing,
+    )
     keep = ~np.isin(paths, [path for path, _ in corrupt])
     return paths[keep], labels[keep]
 
@@ -871,7 +964,7 @@ def _center_crop_to_aspect(images, size):
     crop_height = tf.minimum(height, _round_int(tf.cast(width, tf.float32) / aspect))
     crop_width = tf.minimum(width, _round_int(tf.cast(height, tf.float32) * aspect))
     top, left = (height - crop_height) // 2, (width - crop_width) // 2
-    return images[..., top:top + crop_height, left:left + crop_width, :]
+    return images[..., top : top + crop_height, left : left + crop_width, :]
 
 
 def _round_int(value):
@@ -930,8 +1023,11 @@ def _check_image_size(image_size):
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
     try:
         valid = len(size) == 2 and all(
-            isinstance(side, (int, np.integer)) and not isinstance(side, bool)
-            and side > 0 for side in size)
+            isinstance(side, (int, np.integer))
+            and not isinstance(side, bool)
+            and side > 0
+            for side in size
+        )
     except TypeError:
         valid = False
     if not valid:
@@ -959,7 +1055,8 @@ def _check_interpolation(interpolation):
 def _check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(
-            f"`{name}` must be one of {choices}. Received: {name}={value!r}")
+            f"`{name}` must be one of {choices}. Received: {name}={value!r}"
+        )
 
 
 def _check_subset(subset, val_fraction, val_count):
@@ -997,8 +1094,11 @@ def _check_epochs(epochs, initial_epoch, steps_per_epoch, training):
             )
         return
     _check_positive_int("epochs", epochs)
-    if isinstance(initial_epoch, bool) or not isinstance(
-            initial_epoch, (int, np.integer)) or not 0 <= initial_epoch < epochs:
+    if (
+        isinstance(initial_epoch, bool)
+        or not isinstance(initial_epoch, (int, np.integer))
+        or not 0 <= initial_epoch < epochs
+    ):
         raise ValueError(
             f"`initial_epoch` must be an int in [0, epochs) = [0, {epochs}). "
             f"Received: initial_epoch={initial_epoch!r}. A run restored after its "

@@ -118,12 +118,15 @@ def resolve_preprocess(encoder, preprocess="auto"):
         return tf.identity
     if isinstance(preprocess, str):
         if preprocess != "auto":
-            raise ValueError("`preprocess` must be 'auto', a callable or None. "
-                             f"Received: preprocess={preprocess!r}")
+            raise ValueError(
+                "`preprocess` must be 'auto', a callable or None. "
+                f"Received: preprocess={preprocess!r}"
+            )
         return augment.Preprocess(_encoder_image_size(encoder))
     if not callable(preprocess):
-        raise TypeError("`preprocess` must be 'auto', a callable or None. "
-                        f"Received: {preprocess!r}")
+        raise TypeError(
+            f"`preprocess` must be 'auto', a callable or None. Received: {preprocess!r}"
+        )
     return preprocess
 
 
@@ -132,8 +135,14 @@ def resolve_preprocess(encoder, preprocess="auto"):
 
 
 def knn_accuracy(
-    train_features, train_labels, test_features, test_labels, k=200, temperature=0.1,
-    num_classes=None, chunk_size=None,
+    train_features,
+    train_labels,
+    test_features,
+    test_labels,
+    k=200,
+    temperature=0.1,
+    num_classes=None,
+    chunk_size=None,
 ):
     """Accuracy of the weighted kNN classifier on cosine similarity (InstDisc).
 
@@ -167,12 +176,14 @@ def knn_accuracy(
     True
     """
     train_features, train_labels, test_features, test_labels = _train_and_test_arrays(
-        train_features, train_labels, test_features, test_labels)
+        train_features, train_labels, test_features, test_labels
+    )
     if k < 1:
         raise ValueError(f"`k` must be at least 1. Received: k={k}")
     if temperature <= 0:
         raise ValueError(
-            f"`temperature` must be > 0. Received: temperature={temperature}")
+            f"`temperature` must be > 0. Received: temperature={temperature}"
+        )
     num_classes = _num_classes(num_classes, train_labels, test_labels)
     k = min(int(k), len(train_features))
     if chunk_size is None:
@@ -183,14 +194,18 @@ def knn_accuracy(
     correct_top1 = correct_top5 = 0
     for start in range(0, len(test_features), chunk_size):
         test = tf.math.l2_normalize(
-            tf.constant(test_features[start:start + chunk_size], tf.float32), axis=1)
-        scores = _knn_class_scores(test, train, train_labels, k, temperature,
-                                   num_classes)
-        labels = test_labels[start:start + chunk_size]
+            tf.constant(test_features[start : start + chunk_size], tf.float32), axis=1
+        )
+        scores = _knn_class_scores(
+            test, train, train_labels, k, temperature, num_classes
+        )
+        labels = test_labels[start : start + chunk_size]
         top1, top5 = _correct_in_top_k(scores, labels)
         correct_top1, correct_top5 = correct_top1 + top1, correct_top5 + top5
-    return {"top1": correct_top1 / len(test_features),
-            "top5": correct_top5 / len(test_features)}
+    return {
+        "top1": correct_top1 / len(test_features),
+        "top5": correct_top5 / len(test_features),
+    }
 
 
 def _knn_class_scores(test, train, train_labels, k, temperature, num_classes):
@@ -202,7 +217,8 @@ def _knn_class_scores(test, train, train_labels, k, temperature, num_classes):
     neighbour_labels = tf.gather(train_labels, top_index)  # chunk x k
     rows = tf.range(tf.shape(test)[0])[:, None]
     scores = tf.math.unsorted_segment_sum(
-        weights, rows * num_classes + neighbour_labels, tf.shape(test)[0] * num_classes)
+        weights, rows * num_classes + neighbour_labels, tf.shape(test)[0] * num_classes
+    )
     return tf.reshape(scores, (-1, num_classes))  # chunk x C
 
 
@@ -283,8 +299,17 @@ class ProbeResult:
 
 
 def linear_probe(
-    encoder, train_ds, test_ds, num_classes=None, epochs=100, learning_rate=0.3,
-    momentum=0.9, weight_decay=1e-6, preprocess="auto", train_augment="auto", seed=0,
+    encoder,
+    train_ds,
+    test_ds,
+    num_classes=None,
+    epochs=100,
+    learning_rate=0.3,
+    momentum=0.9,
+    weight_decay=1e-6,
+    preprocess="auto",
+    train_augment="auto",
+    seed=0,
     verbose=0,
 ):
     """Train and test a linear classifier on the frozen encoder.
@@ -328,17 +353,34 @@ def linear_probe(
     print(result.top1, result.top5)
     ```
     """
-    classifier = _classifier_for_encoder(encoder, train_ds, num_classes, preprocess,
-                                         train_augment, seed, weight_decay,
-                                         backbone_ratio=None)
-    return _train_and_test(classifier, train_ds, test_ds, epochs, learning_rate,
-                           momentum, verbose)
+    classifier = _classifier_for_encoder(
+        encoder,
+        train_ds,
+        num_classes,
+        preprocess,
+        train_augment,
+        seed,
+        weight_decay,
+        backbone_ratio=None,
+    )
+    return _train_and_test(
+        classifier, train_ds, test_ds, epochs, learning_rate, momentum, verbose
+    )
 
 
 def linear_probe_on_features(
-    train_features, train_labels, test_features, test_labels, num_classes=None,
-    epochs=100, batch_size=256, learning_rate=0.3, momentum=0.9, weight_decay=1e-6,
-    seed=0, verbose=0,
+    train_features,
+    train_labels,
+    test_features,
+    test_labels,
+    num_classes=None,
+    epochs=100,
+    batch_size=256,
+    learning_rate=0.3,
+    momentum=0.9,
+    weight_decay=1e-6,
+    seed=0,
+    verbose=0,
 ):
     """The linear probe on cached features: fast, without augmentation.
 
@@ -366,21 +408,37 @@ def linear_probe_on_features(
     ```
     """
     train_features, train_labels, test_features, test_labels = _train_and_test_arrays(
-        train_features, train_labels, test_features, test_labels)
+        train_features, train_labels, test_features, test_labels
+    )
     num_classes = _num_classes(num_classes, train_labels, test_labels)
-    train_ds = (tf.data.Dataset.from_tensor_slices((train_features, train_labels))
-                .shuffle(len(train_labels), seed=seed).batch(batch_size))
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices((train_features, train_labels))
+        .shuffle(len(train_labels), seed=seed)
+        .batch(batch_size)
+    )
     test_ds = tf.data.Dataset.from_tensor_slices((test_features, test_labels)).batch(
-        batch_size)
+        batch_size
+    )
     classifier = Classifier(num_classes, weight_decay=weight_decay, seed=seed)
-    return _train_and_test(classifier, train_ds, test_ds, epochs, learning_rate,
-                           momentum, verbose)
+    return _train_and_test(
+        classifier, train_ds, test_ds, epochs, learning_rate, momentum, verbose
+    )
 
 
 def fine_tune(
-    encoder, labeled_ds, test_ds=None, num_classes=None, epochs=20,
-    backbone_learning_rate=0.005, classifier_learning_rate=0.5, momentum=0.9,
-    weight_decay=0.0, preprocess="auto", train_augment="auto", seed=0, verbose=0,
+    encoder,
+    labeled_ds,
+    test_ds=None,
+    num_classes=None,
+    epochs=20,
+    backbone_learning_rate=0.005,
+    classifier_learning_rate=0.5,
+    momentum=0.9,
+    weight_decay=0.0,
+    preprocess="auto",
+    train_augment="auto",
+    seed=0,
+    verbose=0,
 ):
     """Fine-tune the encoder with a linear classifier on labelled data.
 
@@ -418,14 +476,30 @@ def fine_tune(
     ```
     """
     if classifier_learning_rate <= 0:
-        raise ValueError("`classifier_learning_rate` must be > 0. Received: "
-                         f"classifier_learning_rate={classifier_learning_rate}")
+        raise ValueError(
+            "`classifier_learning_rate` must be > 0. Received: "
+            f"classifier_learning_rate={classifier_learning_rate}"
+        )
     ratio = backbone_learning_rate / classifier_learning_rate
-    classifier = _classifier_for_encoder(encoder, labeled_ds, num_classes, preprocess,
-                                         train_augment, seed, weight_decay,
-                                         backbone_ratio=ratio)
-    return _train_and_test(classifier, labeled_ds, test_ds, epochs,
-                           classifier_learning_rate, momentum, verbose)
+    classifier = _classifier_for_encoder(
+        encoder,
+        labeled_ds,
+        num_classes,
+        preprocess,
+        train_augment,
+        seed,
+        weight_decay,
+        backbone_ratio=ratio,
+    )
+    return _train_and_test(
+        classifier,
+        labeled_ds,
+        test_ds,
+        epochs,
+        classifier_learning_rate,
+        momentum,
+        verbose,
+    )
 
 
 def labeled_subset(labels, fraction, seed=0):
@@ -485,13 +559,22 @@ class Classifier(keras.Model):
     Input: what the datasets yield. Output: float32 logits `(B, num_classes)`.
     """
 
-    def __init__(self, num_classes, encoder=None, train_transform=None,
-                 test_transform=None, backbone_ratio=None, weight_decay=0.0, seed=0,
-                 **kwargs):
+    def __init__(
+        self,
+        num_classes,
+        encoder=None,
+        train_transform=None,
+        test_transform=None,
+        backbone_ratio=None,
+        weight_decay=0.0,
+        seed=0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if num_classes < 2:
-            raise ValueError("`num_classes` must be at least 2. "
-                             f"Received: num_classes={num_classes}")
+            raise ValueError(
+                f"`num_classes` must be at least 2. Received: num_classes={num_classes}"
+            )
         self.encoder = encoder
         identity = tf.identity
         self.train_transform = identity if train_transform is None else train_transform
@@ -499,12 +582,16 @@ class Classifier(keras.Model):
         self.backbone_ratio = backbone_ratio
         self.weight_decay = float(weight_decay)
         self.head = keras.layers.Dense(
-            num_classes, dtype="float32", name="linear",
-            kernel_initializer=keras.initializers.RandomNormal(stddev=0.01, seed=seed))
+            num_classes,
+            dtype="float32",
+            name="linear",
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.01, seed=seed),
+        )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.top1 = keras.metrics.SparseTopKCategoricalAccuracy(k=1, name="top1")
         self.top5 = keras.metrics.SparseTopKCategoricalAccuracy(
-            k=min(5, num_classes), name="top5")
+            k=min(5, num_classes), name="top5"
+        )
 
     @property
     def metrics(self):
@@ -536,17 +623,20 @@ class Classifier(keras.Model):
             head_variables = self.head.trainable_variables
             variables = head_variables + self._encoder_variables()
             per_sample = keras.losses.sparse_categorical_crossentropy(
-                labels, logits, from_logits=True)
+                labels, logits, from_logits=True
+            )
             # Both terms are divided by the number of replicas, whose gradients
             # the optimizer sums. The gradient of the decay term is wd * w.
             loss = tf.nn.compute_average_loss(per_sample)
             loss += tf.nn.scale_regularization_loss(
-                self.weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in variables]))
+                self.weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in variables])
+            )
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, variables)
         head_count = len(head_variables)
         gradients = gradients[:head_count] + [
-            gradient * self.backbone_ratio for gradient in gradients[head_count:]]
+            gradient * self.backbone_ratio for gradient in gradients[head_count:]
+        ]
         self.optimizer.apply(gradients, variables)
         return self._update_metrics(per_sample, labels, logits)
 
@@ -554,7 +644,8 @@ class Classifier(keras.Model):
         inputs, labels = data[0], data[1]
         logits = self(inputs, training=False)
         per_sample = keras.losses.sparse_categorical_crossentropy(
-            labels, logits, from_logits=True)
+            labels, logits, from_logits=True
+        )
         return self._update_metrics(per_sample, labels, logits)
 
     def _encoder_variables(self):
@@ -569,37 +660,57 @@ class Classifier(keras.Model):
         return {metric.name: metric.result() for metric in self.metrics}
 
 
-def _classifier_for_encoder(encoder, train_ds, num_classes, preprocess, train_augment,
-                            seed, weight_decay, backbone_ratio):
+def _classifier_for_encoder(
+    encoder,
+    train_ds,
+    num_classes,
+    preprocess,
+    train_augment,
+    seed,
+    weight_decay,
+    backbone_ratio,
+):
     if not isinstance(encoder, keras.Model):
-        raise TypeError("`encoder` must be a keras.Model mapping images to features. "
-                        f"Received: {type(encoder).__name__}")
+        raise TypeError(
+            "`encoder` must be a keras.Model mapping images to features. "
+            f"Received: {type(encoder).__name__}"
+        )
     if num_classes is None:
         num_classes = _num_classes_in_dataset(train_ds)
     test_transform = resolve_preprocess(encoder, preprocess)
     if isinstance(train_augment, str):
         if train_augment != "auto":
-            raise ValueError("`train_augment` must be 'auto', a callable or None. "
-                             f"Received: train_augment={train_augment!r}")
-        image_size = getattr(test_transform, "image_size", None) or \
-            _encoder_image_size(encoder)
+            raise ValueError(
+                "`train_augment` must be 'auto', a callable or None. "
+                f"Received: train_augment={train_augment!r}"
+            )
+        image_size = getattr(test_transform, "image_size", None) or _encoder_image_size(
+            encoder
+        )
         train_augment = CropAndFlip(image_size, seed=seed)
     if train_augment is None:
         train_augment = test_transform
-    return Classifier(num_classes, encoder, train_transform=train_augment,
-                      test_transform=test_transform, backbone_ratio=backbone_ratio,
-                      weight_decay=weight_decay, seed=seed)
+    return Classifier(
+        num_classes,
+        encoder,
+        train_transform=train_augment,
+        test_transform=test_transform,
+        backbone_ratio=backbone_ratio,
+        weight_decay=weight_decay,
+        seed=seed,
+    )
 
 
-def _train_and_test(classifier, train_ds, test_ds, epochs, learning_rate, momentum,
-                    verbose):
+def _train_and_test(
+    classifier, train_ds, test_ds, epochs, learning_rate, momentum, verbose
+):
     for name, value in (("epochs", epochs), ("learning_rate", learning_rate)):
         if value <= 0:
             raise ValueError(f"`{name}` must be > 0. Received: {name}={value}")
     steps = epochs * _steps_per_epoch(train_ds)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
     classifier.compile(optimizer=keras.optimizers.SGD(schedule, momentum=momentum))
-    history = classifier.fit(train_ds, epochs=epochs, verbose=verbose)
+    history = classifier.fit(train_ds, epochs=epochs, verbose=verbose, shuffle=False)
     top1 = top5 = None
     if test_ds is not None:
         scores = classifier.evaluate(test_ds, verbose=verbose, return_dict=True)
@@ -628,8 +739,9 @@ class CropAndFlip(keras.layers.Layer):
         super().__init__(**kwargs)
         self.size = (size, size) if isinstance(size, int) else tuple(size)
         self.seed = seed
-        self.crop = augment.RandomResizedCrop(self.size, flip_probability=0.5,
-                                              seed=seed)
+        self.crop = augment.RandomResizedCrop(
+            self.size, flip_probability=0.5, seed=seed
+        )
 
     def call(self, images):
         images = augment.to_unit_range(validation.validate_images(images))
@@ -675,9 +787,11 @@ def _encoder_image_size(encoder):
 
 def _train_and_test_arrays(train_features, train_labels, test_features, test_labels):
     train_features, train_labels = _features_and_labels(
-        train_features, train_labels, "train")
+        train_features, train_labels, "train"
+    )
     test_features, test_labels = _features_and_labels(
-        test_features, test_labels, "test")
+        test_features, test_labels, "test"
+    )
     if train_features.shape[1] != test_features.shape[1]:
         raise ValueError(
             "Train and test features must have the same dimension. Received: "
@@ -690,8 +804,10 @@ def _features_and_labels(features, labels, name):
     features = np.asarray(features, dtype=np.float32)
     labels = np.asarray(labels).reshape(-1)
     if features.ndim != 2:
-        raise ValueError(f"`{name}_features` must have shape (N, F). "
-                         f"Received: shape {features.shape}")
+        raise ValueError(
+            f"`{name}_features` must have shape (N, F). "
+            f"Received: shape {features.shape}"
+        )
     if len(labels) != len(features):
         raise ValueError(
             f"`{name}_labels` must have one label per feature vector. Received: "
@@ -700,8 +816,10 @@ def _features_and_labels(features, labels, name):
     if len(labels) == 0:
         raise ValueError(f"`{name}_features` is empty.")
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
-        raise ValueError(f"`{name}_labels` must be non-negative integers. "
-                         f"Received: dtype {labels.dtype}, minimum {labels.min()}")
+        raise ValueError(
+            f"`{name}_labels` must be non-negative integers. "
+            f"Received: dtype {labels.dtype}, minimum {labels.min()}"
+        )
     return features, labels.astype(np.int64)
 
 
@@ -710,15 +828,24 @@ def _num_classes(num_classes, *label_arrays):
     if num_classes is None:
         return largest + 1
     if largest >= num_classes:
-        raise ValueError(f"Labels must be below `num_classes`. Received: label "
-                         f"{largest} with num_classes={num_classes}")
+        raise ValueError(
+            f"Labels must be below `num_classes`. Received: label "
+            f"{largest} with num_classes={num_classes}"
+        )
     return int(num_classes)
 
 
 def _num_classes_in_dataset(dataset):
     labels = dataset.map(lambda *element: tf.reduce_max(element[1]))
-    return int(labels.reduce(tf.constant(0, tf.int64),
-                             lambda a, b: tf.maximum(a, tf.cast(b, tf.int64)))) + 1
+    return (
+        int(
+            labels.reduce(
+                tf.constant(0, tf.int64),
+                lambda a, b: tf.maximum(a, tf.cast(b, tf.int64)),
+            )
+        )
+        + 1
+    )
 
 
 def _steps_per_epoch(dataset):

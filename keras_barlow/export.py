@@ -109,8 +109,9 @@ def _build_archive(encoder, projector, preprocess):
         return {"features": features(_decode_and_preprocess(image_bytes, preprocess))}
 
     def serve_embeddings(images):
-        embeddings = projector(encoder(preprocess(images), training=False),
-                               training=False)
+        embeddings = projector(
+            encoder(preprocess(images), training=False), training=False
+        )
         return {"embeddings": tf.cast(embeddings, tf.float32)}
 
     archive = keras.export.ExportArchive()

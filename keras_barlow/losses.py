@@ -88,7 +88,9 @@ def barlow_twins_terms(z1, z2, method="auto", epsilon=BATCH_NORM_EPSILON):
         `sum_{i != j} C_ij^2`.
     """
     if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
+        raise ValueError(
+            f"`method` must be one of {METHODS}. Received: method={method!r}"
+        )
     z1n, z2n, n = normalize_along_batch(z1, z2, epsilon)
     diagonal = _sum_across_replicas(tf.reduce_sum(z1n * z2n, axis=0)) / n  # D
     if method == "auto":
@@ -103,7 +105,12 @@ def barlow_twins_terms(z1, z2, method="auto", epsilon=BATCH_NORM_EPSILON):
 
 
 def barlow_twins_loss(
-    z1, z2, lambd=DEFAULT_LAMBD, scale_loss=1.0, method="auto", epsilon=BATCH_NORM_EPSILON
+    z1,
+    z2,
+    lambd=DEFAULT_LAMBD,
+    scale_loss=1.0,
+    method="auto",
+    epsilon=BATCH_NORM_EPSILON,
 ):
     """The Barlow Twins loss of two batches of embeddings.
 
@@ -197,7 +204,8 @@ def _validated_embeddings(z1, z2):
             )
         if not z.dtype.is_floating:
             raise ValueError(
-                f"Embeddings must be floating point. Received: {name}.dtype={z.dtype.name}"
+                "Embeddings must be floating point. "
+                f"Received: {name}.dtype={z.dtype.name}"
             )
     if not z1.shape.is_compatible_with(z2.shape):
         raise ValueError(

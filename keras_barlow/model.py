@@ -1,4 +1,4 @@
-"""The Barlow Twins model: encoder, projector, and a train step that is exact on R devices."""
+"""The Barlow Twins model: encoder, projector, and a train step exact on R devices."""
 
 import random
 import warnings
@@ -29,15 +29,25 @@ class Projector(keras.layers.Layer):
         super().__init__(**kwargs)
         units = tuple(int(size) for size in units)
         if not units or min(units) < 1:
-            raise ValueError("`units` must be a non-empty sequence of positive sizes. "
-                             f"Received: units={units}")
+            raise ValueError(
+                "`units` must be a non-empty sequence of positive sizes. "
+                f"Received: units={units}"
+            )
         self.units = units
         self.blocks = []
         for index, size in enumerate(units):
-            self.blocks.append(keras.layers.Dense(size, use_bias=False, name=f"dense_{index}"))
+            self.blocks.append(
+                keras.layers.Dense(size, use_bias=False, name=f"dense_{index}")
+            )
             if index < len(units) - 1:
-                self.blocks.append(keras.layers.BatchNormalization(
-                    momentum=0.9, epsilon=1e-5, synchronized=True, name=f"bn_{index}"))
+                self.blocks.append(
+                    keras.layers.BatchNormalization(
+                        momentum=0.9,
+                        epsilon=1e-5,
+                        synchronized=True,
+                        name=f"bn_{index}",
+                    )
+                )
                 self.blocks.append(keras.layers.ReLU(name=f"relu_{index}"))
 
     def build(self, input_shape):
@@ -130,11 +140,15 @@ class BarlowTwins(keras.Model):
     ):
         super().__init__(**kwargs)
         if not isinstance(encoder, keras.Model):
-            raise TypeError("`encoder` must be a keras.Model mapping images to features. "
-                            f"Received: {type(encoder).__name__}")
+            raise TypeError(
+                "`encoder` must be a keras.Model mapping images to features. "
+                f"Received: {type(encoder).__name__}"
+            )
         if correlation_method not in losses.METHODS:
-            raise ValueError(f"`correlation_method` must be one of {losses.METHODS}. "
-                             f"Received: correlation_method={correlation_method!r}")
+            raise ValueError(
+                f"`correlation_method` must be one of {losses.METHODS}. "
+                f"Received: correlation_method={correlation_method!r}"
+            )
         self.encoder = encoder
         self.projector = Projector(projector_dims, name="projector")
         self.projector_dims = self.projector.units
@@ -147,8 +161,13 @@ class BarlowTwins(keras.Model):
         # `iterations`, which a LossScaleOptimizer does not advance on a skipped
         # step: the next step would repeat its views.
         self.train_step_count = self.add_weight(
-            shape=(), dtype="int64", initializer="zeros", trainable=False,
-            aggregation="only_first_replica", name="train_step_count")
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+            name="train_step_count",
+        )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.on_diag_tracker = keras.metrics.Mean(name="on_diag")
         self.off_diag_tracker = keras.metrics.Mean(name="off_diag")
@@ -156,8 +175,12 @@ class BarlowTwins(keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.on_diag_tracker, self.off_diag_tracker,
-                self.std_tracker]
+        return [
+            self.loss_tracker,
+            self.on_diag_tracker,
+            self.off_diag_tracker,
+            self.std_tracker,
+        ]
 
     def build(self, input_shape):
         if not self.encoder.built:
@@ -167,7 +190,9 @@ class BarlowTwins(keras.Model):
 
     def call(self, images, training=None):
         """Projector embeddings `(B, D)` of normalized float images `(B, H, W, 3)`."""
-        return self.projector(self.encoder(images, training=training), training=training)
+        return self.projector(
+            self.encoder(images, training=training), training=training
+        )
 
     def compile(self, *args, jit_compile="auto", **kwargs):
         """Keras' `compile`; `jit_compile` says whether the steps run under XLA.
@@ -210,6 +235,8 @@ class BarlowTwins(keras.Model):
         validation.check_global_batch(x, replicas)
         validation.check_global_batch(kwargs.get("validation_data"), replicas)
         validation.check_not_empty(x)
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)  # Keras would warn that it ignores it
         return super().fit(x, *args, **kwargs)
 
     def evaluate(self, x=None, *args, **kwargs):
@@ -229,7 +256,8 @@ class BarlowTwins(keras.Model):
             except StopIteration:
                 raise ValueError(validation.EMPTY_DATA_MESSAGE) from None
             data_batch = tf.nest.map_structure(
-                lambda value: local_results(value)[0], first)
+                lambda value: local_results(value)[0], first
+            )
             break
         return super()._maybe_symbolic_build(data_batch=data_batch)
 
@@ -264,8 +292,11 @@ class BarlowTwins(keras.Model):
             `(view1, view2)`, float `(B, H, W, 3)` each.
         """
         if self.augmenter is None:
-            views = [view for view in data if view is not None] \
-                if isinstance(data, (tuple, list)) else [data]
+            views = (
+                [view for view in data if view is not None]
+                if isinstance(data, (tuple, list))
+                else [data]
+            )
             if len(views) != 2:
                 raise ValueError(
                     "With `augmenter=None` the dataset must yield pairs of views "
@@ -278,13 +309,14 @@ class BarlowTwins(keras.Model):
         return self.augmenter(images, seed=seed)
 
     def _step_seed(self, step):
-        """The augmentation seed of a step: (model seed, step, replica), int32 `(2,)`."""
+        """The augmentation seed of (model seed, step, replica): int32 `(2,)`."""
         seed = tf.constant([self.seed, 0], tf.int32)
         seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(step, tf.int64))
         replica = tf.distribute.get_replica_context()
         if replica is not None:
             seed = tf.random.experimental.stateless_fold_in(
-                seed, replica.replica_id_in_sync_group)
+                seed, replica.replica_id_in_sync_group
+            )
         return seed
 
     def _loss_terms(self, view1, view2, training):
@@ -292,7 +324,8 @@ class BarlowTwins(keras.Model):
         z1 = self(view1, training=training)
         z2 = self(view2, training=training)
         on_diag, off_diag = losses.barlow_twins_terms(
-            z1, z2, method=self.correlation_method)
+            z1, z2, method=self.correlation_method
+        )
         loss = self.scale_loss * (on_diag + self.lambd * off_diag)
         return loss, on_diag, off_diag, z1
 
@@ -326,7 +359,9 @@ class BarlowTwins(keras.Model):
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         if isinstance(config["augmenter"], dict):
-            config["augmenter"] = keras.saving.deserialize_keras_object(config["augmenter"])
+            config["augmenter"] = keras.saving.deserialize_keras_object(
+                config["augmenter"]
+            )
         return cls(**config)
 
 
@@ -348,8 +383,9 @@ def embedding_std(z):
 
 
 def _on_several_workers(strategy):
-    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and strategy.num_replicas_in_sync > len(strategy.extended.worker_devices))
+    return isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy
+    ) and strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
 
 
 def _make_augmenter(augmenter, encoder):
@@ -364,8 +400,10 @@ def _make_augmenter(augmenter, encoder):
                 "`augmenter=keras_barlow.BarlowTwinsAugment(image_size, preset)`."
             )
         return augment_lib.BarlowTwinsAugment(tuple(image_size), preset=augmenter)
-    raise TypeError("`augmenter` must be a layer returning (view1, view2), a preset name "
-                    f"or None. Received: {augmenter!r}")
+    raise TypeError(
+        "`augmenter` must be a layer returning (view1, view2), a preset name "
+        f"or None. Received: {augmenter!r}"
+    )
 
 
 def _has_input_shape(encoder):

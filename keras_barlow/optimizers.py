@@ -86,16 +86,19 @@ class LARS(keras.optimizers.Optimizer):
         _check_number("momentum", momentum, low=0.0, high=1.0, high_inclusive=False)
         _check_number("weight_decay", weight_decay, low=0.0)
         _check_number("eta", eta, low=0.0, low_inclusive=False)
-        _check_number("bias_learning_rate_multiplier", bias_learning_rate_multiplier,
-                      low=0.0)
+        _check_number(
+            "bias_learning_rate_multiplier", bias_learning_rate_multiplier, low=0.0
+        )
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
         self.eta = float(eta)
         self.bias_learning_rate_multiplier = float(bias_learning_rate_multiplier)
         self._weight_decay_patterns = _check_patterns(
-            "exclude_from_weight_decay", exclude_from_weight_decay)
+            "exclude_from_weight_decay", exclude_from_weight_decay
+        )
         self._adaptation_patterns = _check_patterns(
-            "exclude_from_adaptation", exclude_from_adaptation)
+            "exclude_from_adaptation", exclude_from_adaptation
+        )
 
     def build(self, variables):
         """Create the momentum buffers and decide once how each variable is updated."""
@@ -105,8 +108,9 @@ class LARS(keras.optimizers.Optimizer):
         self.momentums = self.add_optimizer_variables(variables, "momentum")
         # Static per-variable choices, so that update_step has no branch on values.
         self._decays = [self._uses_weight_decay(v) for v in variables]
-        self._adapts = [not _is_excluded(v, self._adaptation_patterns)
-                        for v in variables]
+        self._adapts = [
+            not _is_excluded(v, self._adaptation_patterns) for v in variables
+        ]
         self._learning_rate_factors = [
             self.bias_learning_rate_multiplier if len(v.shape) <= 1 else 1.0
             for v in variables
@@ -114,8 +118,9 @@ class LARS(keras.optimizers.Optimizer):
 
     def _uses_weight_decay(self, variable):
         # Also honor Keras's `exclude_from_weight_decay(var_list, var_names)` method.
-        return (not _is_excluded(variable, self._weight_decay_patterns)
-                and self._use_weight_decay(variable))
+        return not _is_excluded(
+            variable, self._weight_decay_patterns
+        ) and self._use_weight_decay(variable)
 
     def update_step(self, gradient, variable, learning_rate):
         """One LARS step of `variable` (see the module docstring)."""
@@ -184,8 +189,9 @@ def _check_patterns(name, patterns):
         try:
             re.compile(pattern)
         except re.error as error:
-            raise ValueError(f"`{name}` holds an invalid regular expression "
-                             f"{pattern!r}: {error}") from error
+            raise ValueError(
+                f"`{name}` holds an invalid regular expression {pattern!r}: {error}"
+            ) from error
     return tuple(patterns)
 
 
@@ -193,11 +199,13 @@ def _to_list(patterns):
     return None if patterns is None else list(patterns)
 
 
-def _check_number(name, value, low, high=None, low_inclusive=True,
-                  high_inclusive=True):
+def _check_number(name, value, low, high=None, low_inclusive=True, high_inclusive=True):
     too_low = value < low if low_inclusive else value <= low
     too_high = high is not None and (value > high if high_inclusive else value >= high)
     if too_low or too_high:
-        bounds = ("[" if low_inclusive else "(") + f"{low}, " + (
-            "inf)" if high is None else f"{high}" + ("]" if high_inclusive else ")"))
+        bounds = (
+            ("[" if low_inclusive else "(")
+            + f"{low}, "
+            + ("inf)" if high is None else f"{high}" + ("]" if high_inclusive else ")"))
+        )
         raise ValueError(f"`{name}` must be in {bounds}. Received: {name}={value}")

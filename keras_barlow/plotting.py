@@ -40,12 +40,14 @@ def plot_cross_correlation(c, path=None, max_dims=64, title=None, ax=None):
         raise ValueError(f"`c` must be a square matrix. Received: shape {c.shape}")
     if max_dims < 1:
         raise ValueError(
-            f"`max_dims` must be at least 1. Received: max_dims={max_dims}")
+            f"`max_dims` must be at least 1. Received: max_dims={max_dims}"
+        )
     block = c[:max_dims, :max_dims]
     if ax is None:
         _, ax = plt.subplots(figsize=(4.2, 3.6))
-    picture = ax.imshow(block, cmap="RdBu_r", vmin=-1.0, vmax=1.0,
-                        interpolation="nearest")
+    picture = ax.imshow(
+        block, cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest"
+    )
     ax.figure.colorbar(picture, ax=ax, fraction=0.046, pad=0.04)
     ax.set_xlabel("dimension of view 2")
     ax.set_ylabel("dimension of view 1")

@@ -81,11 +81,14 @@ class Recipe:
     end_factor: float
 
     def __post_init__(self):
-        object.__setattr__(self, "projector_dims",
-                           tuple(int(size) for size in self.projector_dims))
+        object.__setattr__(
+            self, "projector_dims", tuple(int(size) for size in self.projector_dims)
+        )
         if self.augment not in augment.PRESETS:
-            raise ValueError(f"`augment` must be one of {sorted(augment.PRESETS)}. "
-                             f"Received: augment={self.augment!r}")
+            raise ValueError(
+                f"`augment` must be one of {sorted(augment.PRESETS)}. "
+                f"Received: augment={self.augment!r}"
+            )
         for field in ("image_size", "batch_size", "epochs"):
             _check_positive(field, getattr(self, field))
         for field in ("learning_rate_weights", "learning_rate_biases", "eta"):
@@ -93,7 +96,8 @@ class Recipe:
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(
                 "`warmup_epochs` must be in [0, epochs). Received: "
-                f"warmup_epochs={self.warmup_epochs}, epochs={self.epochs}")
+                f"warmup_epochs={self.warmup_epochs}, epochs={self.epochs}"
+            )
 
     @property
     def learning_rate(self):
@@ -165,7 +169,8 @@ class Recipe:
         if constructor is None:
             raise ValueError(
                 "`backbone` must name a constructor in keras_barlow.backbones, e.g. "
-                f"'ResNet50'. Received: backbone={self.backbone!r}")
+                f"'ResNet50'. Received: backbone={self.backbone!r}"
+            )
         return constructor(self.input_shape, stem=self.stem, **kwargs)
 
     def model(self, encoder=None, **kwargs):
@@ -189,8 +194,10 @@ class Recipe:
         )
 
     def __str__(self):
-        lines = [f"  {field.name} = {getattr(self, field.name)!r}"
-                 for field in dataclasses.fields(self)]
+        lines = [
+            f"  {field.name} = {getattr(self, field.name)!r}"
+            for field in dataclasses.fields(self)
+        ]
         return "\n".join([f"Recipe {self.name!r}:", *lines[1:]])
 
 

@@ -42,18 +42,25 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, base_learning_rate, total_steps, warmup_steps, end_factor=0.001):
         if not base_learning_rate > 0:
-            raise ValueError("`base_learning_rate` must be > 0. "
-                             f"Received: base_learning_rate={base_learning_rate}")
+            raise ValueError(
+                "`base_learning_rate` must be > 0. "
+                f"Received: base_learning_rate={base_learning_rate}"
+            )
         if int(total_steps) != total_steps or total_steps < 1:
-            raise ValueError("`total_steps` must be a positive integer (epochs x steps "
-                             f"per epoch). Received: total_steps={total_steps}")
+            raise ValueError(
+                "`total_steps` must be a positive integer (epochs x steps "
+                f"per epoch). Received: total_steps={total_steps}"
+            )
         if int(warmup_steps) != warmup_steps or not 0 <= warmup_steps < total_steps:
             raise ValueError(
                 "`warmup_steps` must be an integer in [0, total_steps). Received: "
-                f"warmup_steps={warmup_steps}, total_steps={total_steps}")
+                f"warmup_steps={warmup_steps}, total_steps={total_steps}"
+            )
         if not 0.0 <= end_factor <= 1.0:
-            raise ValueError("`end_factor` must be between 0 and 1. "
-                             f"Received: end_factor={end_factor}")
+            raise ValueError(
+                "`end_factor` must be between 0 and 1. "
+                f"Received: end_factor={end_factor}"
+            )
         self.base_learning_rate = float(base_learning_rate)
         self.total_steps = int(total_steps)
         self.warmup_steps = int(warmup_steps)

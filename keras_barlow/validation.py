@@ -49,7 +49,8 @@ def validate_images(images):
     if not (images.dtype == tf.uint8 or images.dtype.is_floating):
         raise ValueError(
             "Expected uint8 images or float images in [0, 255]. "
-            f"Received: dtype {images.dtype.name}. Cast with `tf.cast(images, tf.uint8)`."
+            f"Received: dtype {images.dtype.name}. "
+            "Cast with `tf.cast(images, tf.uint8)`."
         )
     return images
 
@@ -101,12 +102,19 @@ def checked_pixel_range(images):
     if not images.dtype.is_floating:
         return images
     in_range = tf.reduce_all((images >= 0) & (images <= 255))  # False for NaN too
-    check = tf.debugging.Assert(in_range, [
-        "Float images must hold pixel values in [0, 255] (keras_barlow scales them "
-        "itself), without NaN or Inf. Received a batch with values from",
-        tf.reduce_min(images), "to", tf.reduce_max(images), ". Multiply images "
-        "in [0, 1] by 255 (or pass uint8), undo any normalization, and check the "
-        "input pipeline for NaN."])
+    check = tf.debugging.Assert(
+        in_range,
+        [
+            "Float images must hold pixel values in [0, 255] (keras_barlow scales them "
+            "itself), without NaN or Inf. Received a batch with values from",
+            tf.reduce_min(images),
+            "to",
+            tf.reduce_max(images),
+            ". Multiply images "
+            "in [0, 1] by 255 (or pass uint8), undo any normalization, and check the "
+            "input pipeline for NaN.",
+        ],
+    )
     with tf.control_dependencies([check]):
         return tf.identity(images)
 
@@ -173,13 +181,21 @@ def checked_replica_batch(view1, view2):
         )
     local = tf.cast(tf.shape(view1)[0], tf.float64)
     total, squares = context.all_reduce(
-        tf.distribute.ReduceOp.SUM, [local, tf.square(local)])
-    valid = tf.logical_and(tf.equal(replicas * squares, tf.square(total)),
-                           total >= 2 * replicas)
-    check = tf.debugging.Assert(valid, [
-        f"{BATCH_SPLIT_RULE} Received: a global batch of", total,
-        f"samples for {replicas} replicas; this replica has", local,
-        _batch_split_advice(replicas)])
+        tf.distribute.ReduceOp.SUM, [local, tf.square(local)]
+    )
+    valid = tf.logical_and(
+        tf.equal(replicas * squares, tf.square(total)), total >= 2 * replicas
+    )
+    check = tf.debugging.Assert(
+        valid,
+        [
+            f"{BATCH_SPLIT_RULE} Received: a global batch of",
+            total,
+            f"samples for {replicas} replicas; this replica has",
+            local,
+            _batch_split_advice(replicas),
+        ],
+    )
     with tf.control_dependencies([check]):
         return tf.identity(view1), tf.identity(view2)
 
@@ -199,8 +215,12 @@ def check_not_empty(x):
     if isinstance(x, tf.data.Dataset):
         empty = int(x.cardinality()) == 0
     else:
-        empty = any(getattr(array, "shape", None) is not None and len(array.shape)
-                    and array.shape[0] == 0 for array in tf.nest.flatten(x))
+        empty = any(
+            getattr(array, "shape", None) is not None
+            and len(array.shape)
+            and array.shape[0] == 0
+            for array in tf.nest.flatten(x)
+        )
     if empty:
         raise ValueError(EMPTY_DATA_MESSAGE)
 

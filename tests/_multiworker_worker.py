@@ -30,13 +30,15 @@ STEPS = 3
 
 def tiny_encoder():
     """Conv2D(4, 3, no bias) -> BatchNormalization(synchronized) -> ReLU -> pooling."""
-    return keras.Sequential([
-        keras.Input(IMAGE_SHAPE),
-        keras.layers.Conv2D(4, 3, use_bias=False),
-        keras.layers.BatchNormalization(synchronized=True),
-        keras.layers.ReLU(),
-        keras.layers.GlobalAveragePooling2D(),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input(IMAGE_SHAPE),
+            keras.layers.Conv2D(4, 3, use_bias=False),
+            keras.layers.BatchNormalization(synchronized=True),
+            keras.layers.ReLU(),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
 
 
 def tiny_barlow_twins(correlation_method):
@@ -54,8 +56,12 @@ def tiny_barlow_twins(correlation_method):
     keras.mixed_precision.set_dtype_policy("float64")
     try:
         model = keras_barlow.BarlowTwins(
-            tiny_encoder(), projector_dims=(16, 16), augmenter=None,
-            correlation_method=correlation_method, seed=0)
+            tiny_encoder(),
+            projector_dims=(16, 16),
+            augmenter=None,
+            correlation_method=correlation_method,
+            seed=0,
+        )
         model.build((None, *IMAGE_SHAPE))
         model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE))
     finally:
@@ -77,6 +83,7 @@ def train(model, x1, x2, global_batch_size, callbacks=()):
     The global batches are consecutive slices of `(x1, x2)` in order, whatever the
     strategy, so runs on one device and on R replicas see the same batches.
     """
+
     class StepLosses(keras.callbacks.Callback):
         # Keras logs the running mean of the epoch; undo it to get each step's loss.
         def on_train_begin(self, logs=None):
@@ -86,13 +93,19 @@ def train(model, x1, x2, global_batch_size, callbacks=()):
             self.means.append(float(logs["loss"]))
 
     dataset = tf.data.Dataset.from_tensor_slices((x1, x2)).batch(
-        global_batch_size, drop_remainder=True)
+        global_batch_size, drop_remainder=True
+    )
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA)
+        tf.data.experimental.AutoShardPolicy.DATA
+    )
     recorder = StepLosses()
-    model.fit(dataset.with_options(options), epochs=1, verbose=0,
-              callbacks=[recorder, *callbacks])
+    model.fit(
+        dataset.with_options(options),
+        epochs=1,
+        verbose=0,
+        callbacks=[recorder, *callbacks],
+    )
     steps = np.arange(1, len(recorder.means) + 1)
     sums = np.asarray(recorder.means, np.float64) * steps
     return np.diff(sums, prepend=0.0)
@@ -100,16 +113,22 @@ def train(model, x1, x2, global_batch_size, callbacks=()):
 
 def _tf_config(task_index, ports):
     workers = [f"localhost:{port}" for port in ports]
-    return json.dumps({"cluster": {"worker": workers},
-                       "task": {"type": "worker", "index": task_index}})
+    return json.dumps(
+        {
+            "cluster": {"worker": workers},
+            "task": {"type": "worker", "index": task_index},
+        }
+    )
 
 
 def main(task_index, ports, inputs_path, outputs_path):
     os.environ["TF_CONFIG"] = _tf_config(task_index, ports)
     # Created before any other TensorFlow op, as MultiWorkerMirroredStrategy needs.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    print(f"worker {task_index}: strategy ready after {time.process_time():.1f} s CPU",
-          flush=True)
+    print(
+        f"worker {task_index}: strategy ready after {time.process_time():.1f} s CPU",
+        flush=True,
+    )
     inputs = np.load(inputs_path)
     weights = [inputs[f"weight_{i}"] for i in range(int(inputs["num_weights"]))]
     outputs = {"replicas": strategy.num_replicas_in_sync}
@@ -118,16 +137,24 @@ def main(task_index, ports, inputs_path, outputs_path):
             model = tiny_barlow_twins(str(method))
         model.set_weights(weights)
         outputs[f"{method}/losses"] = train(
-            model, inputs["x1"], inputs["x2"], int(inputs["global_batch_size"]))
+            model, inputs["x1"], inputs["x2"], int(inputs["global_batch_size"])
+        )
         for index, weight in enumerate(model.get_weights()):
             outputs[f"{method}/weight_{index}"] = weight
-        print(f"worker {task_index}: {method} trained after "
-              f"{time.process_time():.1f} s CPU", flush=True)
+        print(
+            f"worker {task_index}: {method} trained after "
+            f"{time.process_time():.1f} s CPU",
+            flush=True,
+        )
     np.savez(outputs_path, **outputs)
     # Exit together: the chief reports a worker that stops first as crashed.
     strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), [int(port) for port in sys.argv[2].split(",")],
-         sys.argv[3], sys.argv[4])
+    main(
+        int(sys.argv[1]),
+        [int(port) for port in sys.argv[2].split(",")],
+        sys.argv[3],
+        sys.argv[4],
+    )

@@ -44,16 +44,19 @@ class PauseAt(keras.callbacks.Callback):
             time.sleep(600)
 
 
-IMAGES = np.random.default_rng(0).integers(0, 256, (STEPS * BATCH, SIZE, SIZE, 3),
-                                           dtype=np.uint8)
+IMAGES = np.random.default_rng(0).integers(
+    0, 256, (STEPS * BATCH, SIZE, SIZE, 3), dtype=np.uint8
+)
 
 
 def one_epoch(epoch):
     """The batches of one epoch, in an order that depends on the epoch only."""
     order = tf.random.experimental.stateless_shuffle(
-        tf.range(len(IMAGES)), seed=tf.stack([tf.constant(1000, tf.int64), epoch]))
-    return (tf.data.Dataset.from_tensor_slices(tf.gather(IMAGES, order))
-            .batch(BATCH, drop_remainder=True))
+        tf.range(len(IMAGES)), seed=tf.stack([tf.constant(1000, tf.int64), epoch])
+    )
+    return tf.data.Dataset.from_tensor_slices(tf.gather(IMAGES, order)).batch(
+        BATCH, drop_remainder=True
+    )
 
 
 def main(model_dir, result, pause=None):
@@ -61,12 +64,19 @@ def main(model_dir, result, pause=None):
     tf.config.threading.set_intra_op_parallelism_threads(1)
     keras.utils.set_random_seed(0)
     tf.config.experimental.enable_op_determinism()
-    encoder = keras.Sequential([
-        keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(8, 3, strides=2),
-        keras.layers.BatchNormalization(), keras.layers.ReLU(),
-        keras.layers.Dropout(0.3), keras.layers.GlobalAveragePooling2D()])
-    model = keras_barlow.BarlowTwins(encoder, projector_dims=(16, 8),
-                                     augmenter="cifar", seed=7)
+    encoder = keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 3)),
+            keras.layers.Conv2D(8, 3, strides=2),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Dropout(0.3),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
+    model = keras_barlow.BarlowTwins(
+        encoder, projector_dims=(16, 8), augmenter="cifar", seed=7
+    )
     schedule = WarmupCosine(0.5, total_steps=EPOCHS * STEPS, warmup_steps=STEPS)
     model.compile(optimizer=LARS(schedule, eta=0.02, weight_decay=1e-4))
 
@@ -77,11 +87,18 @@ def main(model_dir, result, pause=None):
         callbacks.append(PauseAt(int(pause[0]), int(pause[1]), pause[2]))
     if initial_epoch < EPOCHS:
         batches = tf.data.Dataset.range(initial_epoch, EPOCHS).flat_map(one_epoch)
-        model.fit(batches, epochs=EPOCHS, initial_epoch=initial_epoch,
-                  steps_per_epoch=STEPS, callbacks=callbacks, verbose=0)
+        model.fit(
+            batches,
+            epochs=EPOCHS,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=STEPS,
+            callbacks=callbacks,
+            verbose=0,
+        )
     arrays = {f"weight_{i}": v.numpy() for i, v in enumerate(model.weights)}
-    arrays.update({f"optimizer_{i}": v.numpy()
-                   for i, v in enumerate(model.optimizer.variables)})
+    arrays.update(
+        {f"optimizer_{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)}
+    )
     np.savez(result, initial_epoch=initial_epoch, **arrays)
 
 
@@ -90,5 +107,5 @@ if __name__ == "__main__":
     pause = None
     if "--pause-at" in arguments:
         index = arguments.index("--pause-at")
-        pause, arguments = arguments[index + 1:index + 4], arguments[:index]
+        pause, arguments = arguments[index + 1 : index + 4], arguments[:index]
     main(*arguments, pause=pause)

@@ -26,8 +26,10 @@ def within_three_sigma(fraction, probability, count):
 def test_grayscale_probability():
     images = random_images(2000, size=4)
     out = augment.RandomGrayscale(0.2)(images, seed=SEED).numpy()
-    gray = np.all(np.isclose(out[..., 0], out[..., 1]) & np.isclose(out[..., 1], out[..., 2]),
-                  axis=(1, 2))
+    gray = np.all(
+        np.isclose(out[..., 0], out[..., 1]) & np.isclose(out[..., 1], out[..., 2]),
+        axis=(1, 2),
+    )
     assert within_three_sigma(gray.mean(), 0.2, 2000), gray.mean()
 
 
@@ -43,7 +45,9 @@ def test_solarize_probability_and_threshold():
 
 def test_flip_probability():
     images = random_images(2000, size=6)
-    layer = augment.RandomResizedCrop(6, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_probability=0.5)
+    layer = augment.RandomResizedCrop(
+        6, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_probability=0.5
+    )
     out = layer(images, seed=SEED).numpy()
     same = np.all(np.abs(out - images) < 1e-4, axis=(1, 2, 3))
     flipped = np.all(np.abs(out - images[:, :, ::-1]) < 1e-4, axis=(1, 2, 3))
@@ -53,7 +57,9 @@ def test_flip_probability():
 
 def test_blur_probability():
     images = random_images(2000, size=8)
-    out = augment.RandomGaussianBlur(0.1, sigma_range=(1.0, 2.0))(images, seed=SEED).numpy()
+    out = augment.RandomGaussianBlur(0.1, sigma_range=(1.0, 2.0))(
+        images, seed=SEED
+    ).numpy()
     changed = np.any(np.abs(out - images) > 1e-3, axis=(1, 2, 3))
     unchanged_exactly = np.all(out == images, axis=(1, 2, 3))
     assert np.all(changed ^ unchanged_exactly)
@@ -76,11 +82,19 @@ def test_brightness_contrast_saturation_follow_torchvision_formulas():
     gray = images @ np.array([0.299, 0.587, 0.114], np.float32)
     expected = {
         "brightness": np.clip(images * factor[:, None, None, None], 0, 1),
-        "contrast": np.clip(factor[:, None, None, None] * images
-                            + (1 - factor[:, None, None, None])
-                            * gray.mean(axis=(1, 2))[:, None, None, None], 0, 1),
-        "saturation": np.clip(factor[:, None, None, None] * images
-                              + (1 - factor[:, None, None, None]) * gray[..., None], 0, 1),
+        "contrast": np.clip(
+            factor[:, None, None, None] * images
+            + (1 - factor[:, None, None, None])
+            * gray.mean(axis=(1, 2))[:, None, None, None],
+            0,
+            1,
+        ),
+        "saturation": np.clip(
+            factor[:, None, None, None] * images
+            + (1 - factor[:, None, None, None]) * gray[..., None],
+            0,
+            1,
+        ),
     }
     got = {
         "brightness": augment.adjust_brightness(images, factor),
@@ -88,7 +102,9 @@ def test_brightness_contrast_saturation_follow_torchvision_formulas():
         "saturation": augment.adjust_saturation(images, factor),
     }
     for name in expected:
-        np.testing.assert_allclose(got[name].numpy(), expected[name], atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(
+            got[name].numpy(), expected[name], atol=1e-5, err_msg=name
+        )
 
 
 def test_hue_matches_colorsys():
@@ -96,10 +112,12 @@ def test_hue_matches_colorsys():
     delta = np.array([0.1, -0.07], np.float32)
     got = augment.adjust_hue(images, delta).numpy()
     for b in range(2):
-        for pixel, result in zip(images[b].reshape(-1, 3), got[b].reshape(-1, 3)):
+        pixels = zip(images[b].reshape(-1, 3), got[b].reshape(-1, 3), strict=True)
+        for pixel, result in pixels:
             h, s, v = colorsys.rgb_to_hsv(*pixel)
-            np.testing.assert_allclose(result, colorsys.hsv_to_rgb((h + delta[b]) % 1.0, s, v),
-                                       atol=1e-5)
+            np.testing.assert_allclose(
+                result, colorsys.hsv_to_rgb((h + delta[b]) % 1.0, s, v), atol=1e-5
+            )
 
 
 def test_jitter_order_is_random_per_sample():
@@ -116,18 +134,29 @@ def test_resized_crop_matches_pil_bicubic():
     image = np.round(255 * smooth / smooth.max()).astype(np.uint8)
     top, left, height, width = 5.0, 7.0, 30.0, 36.0
     for size in (12, 56):  # downscaling (antialiased) and upscaling
-        rows = augment.resize_matrices(40, size, tf.constant([top]), tf.constant([height]))
-        cols = augment.resize_matrices(48, size, tf.constant([left]), tf.constant([width]))
-        ours = augment.apply_separable(image[None].astype(np.float32), rows, cols)[0].numpy()
+        rows = augment.resize_matrices(
+            40, size, tf.constant([top]), tf.constant([height])
+        )
+        cols = augment.resize_matrices(
+            48, size, tf.constant([left]), tf.constant([width])
+        )
+        ours = augment.apply_separable(image[None].astype(np.float32), rows, cols)[
+            0
+        ].numpy()
         box = (int(left), int(top), int(left + width), int(top + height))
-        reference = np.asarray(pil.fromarray(image).crop(box).resize((size, size),
-                                                                     pil.BICUBIC))
+        reference = np.asarray(
+            pil.fromarray(image).crop(box).resize((size, size), pil.BICUBIC)
+        )
         assert np.abs(np.clip(ours, 0, 255) - reference).max() <= 1.5, size
 
 
 def test_crop_boxes_follow_scale_and_ratio():
-    top, left, height, width = [t.numpy() for t in augment.sample_crop_boxes(
-        SEED, 4000, 64, 48, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))]
+    top, left, height, width = [
+        t.numpy()
+        for t in augment.sample_crop_boxes(
+            SEED, 4000, 64, 48, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+        )
+    ]
     assert np.all((top >= 0) & (left >= 0) & (height >= 1) & (width >= 1))
     assert np.all((top + height <= 64) & (left + width <= 48))
     area = height * width / (64 * 48)
@@ -140,8 +169,12 @@ def test_crop_boxes_follow_scale_and_ratio():
 
 def test_crop_falls_back_to_a_centered_box_when_nothing_fits():
     # A very wide image: a box with ratio <= 4/3 and area >= 90% cannot fit.
-    top, left, height, width = [float(t[0]) for t in augment.sample_crop_boxes(
-        SEED, 1, 10, 100, scale=(0.9, 1.0), ratio=(3 / 4, 4 / 3))]
+    top, left, height, width = [
+        float(t[0])
+        for t in augment.sample_crop_boxes(
+            SEED, 1, 10, 100, scale=(0.9, 1.0), ratio=(3 / 4, 4 / 3)
+        )
+    ]
     assert (height, width) == (10.0, 13.0)
     assert (top, left) == (0.0, float((100 - 13) // 2))
 
@@ -155,8 +188,12 @@ def test_gaussian_blur_matches_numpy_convolution_in_the_interior():
     offsets = np.arange(-15, 16)
     kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
     kernel /= kernel.sum()
-    expected = np.apply_along_axis(lambda v: np.convolve(v, kernel, "same"), 0, image[0])
-    expected = np.apply_along_axis(lambda v: np.convolve(v, kernel, "same"), 1, expected)
+    expected = np.apply_along_axis(
+        lambda v: np.convolve(v, kernel, "same"), 0, image[0]
+    )
+    expected = np.apply_along_axis(
+        lambda v: np.convolve(v, kernel, "same"), 1, expected
+    )
     np.testing.assert_allclose(out[12:20, 12:20], expected[12:20, 12:20], atol=1e-4)
 
 
@@ -188,6 +225,7 @@ def test_gaussian_blur_matches_numpy_including_the_border(size):
 
 def numpy_color_jitter(image, brightness, contrast, saturation, hue, order):
     """torchvision's ColorJitter on one image: the four adjustments in `order`."""
+
     def gray(x):
         return x @ np.array([0.299, 0.587, 0.114])
 
@@ -218,14 +256,20 @@ def test_color_jitter_applies_the_drawn_order_per_sample_like_torchvision():
         expected = image
         if draws["apply"][index]:
             expected = numpy_color_jitter(
-                image, *[draws[key][index] for key in
-                         ("brightness", "contrast", "saturation", "hue", "order")])
+                image,
+                *[
+                    draws[key][index]
+                    for key in ("brightness", "contrast", "saturation", "hue", "order")
+                ],
+            )
         np.testing.assert_allclose(out[index], expected, atol=2e-5, err_msg=str(index))
 
 
 def test_normalize_uses_imagenet_statistics():
     images = random_images(2, size=3)
-    expected = (images - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    expected = (images - np.array([0.485, 0.456, 0.406])) / np.array(
+        [0.229, 0.224, 0.225]
+    )
     np.testing.assert_allclose(augment.normalize(images).numpy(), expected, atol=1e-5)
 
 
@@ -234,7 +278,9 @@ def test_normalize_uses_imagenet_statistics():
 
 @pytest.mark.parametrize("preset", ["imagenet", "cifar"])
 def test_identical_images_give_different_views(preset):
-    image = np.random.default_rng(5).integers(0, 256, size=(1, 32, 32, 3), dtype=np.uint8)
+    image = np.random.default_rng(5).integers(
+        0, 256, size=(1, 32, 32, 3), dtype=np.uint8
+    )
     images = np.repeat(image, 32, axis=0)
     view1, view2 = augment.BarlowTwinsAugment(32, preset=preset)(images, seed=SEED)
     view1, view2 = view1.numpy(), view2.numpy()
@@ -246,19 +292,25 @@ def test_identical_images_give_different_views(preset):
 
 
 def test_output_is_normalized_float32_of_the_requested_size():
-    images = np.random.default_rng(6).integers(0, 256, size=(4, 40, 48, 3), dtype=np.uint8)
+    images = np.random.default_rng(6).integers(
+        0, 256, size=(4, 40, 48, 3), dtype=np.uint8
+    )
     view1, view2 = augment.BarlowTwinsAugment((24, 20), preset="imagenet")(images)
     assert view1.shape == view2.shape == (4, 24, 20, 3)
-    unit = view1.numpy() * np.array([0.229, 0.224, 0.225]) + np.array([0.485, 0.456, 0.406])
+    unit = view1.numpy() * np.array([0.229, 0.224, 0.225]) + np.array(
+        [0.485, 0.456, 0.406]
+    )
     assert unit.min() >= -1e-5 and unit.max() <= 1 + 1e-5
 
 
 def test_same_seed_same_views_and_float_input_equals_uint8_input():
-    images = np.random.default_rng(7).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
+    images = np.random.default_rng(7).integers(
+        0, 256, size=(4, 16, 16, 3), dtype=np.uint8
+    )
     layer = augment.BarlowTwinsAugment(16, preset="imagenet")
     first = layer(images, seed=SEED)
     second = layer(images.astype(np.float32), seed=SEED)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
 
 
@@ -273,21 +325,31 @@ def test_presets_follow_the_recipe():
     imagenet = augment.BarlowTwinsAugment(32, preset="imagenet").get_config()
     assert imagenet["blur_probability"] == (1.0, 0.1)
     assert imagenet["solarize_probability"] == (0.0, 0.2)
-    assert imagenet["jitter"] == (0.4, 0.4, 0.2, 0.1) and imagenet["jitter_probability"] == 0.8
-    assert imagenet["grayscale_probability"] == 0.2 and imagenet["flip_probability"] == 0.5
+    assert (
+        imagenet["jitter"] == (0.4, 0.4, 0.2, 0.1)
+        and imagenet["jitter_probability"] == 0.8
+    )
+    assert (
+        imagenet["grayscale_probability"] == 0.2 and imagenet["flip_probability"] == 0.5
+    )
     assert imagenet["crop_scale"] == (0.08, 1.0)
     cifar = augment.BarlowTwinsAugment(32, preset="cifar")
     assert cifar.get_config()["blur_probability"] == (0.0, 0.0)
-    assert not any(isinstance(layer, augment.RandomGaussianBlur)
-                   for view in cifar.views for layer in view)
+    assert not any(
+        isinstance(layer, augment.RandomGaussianBlur)
+        for view in cifar.views
+        for layer in view
+    )
 
 
 def test_config_round_trip_gives_the_same_views():
     layer = augment.BarlowTwinsAugment(16, preset="cifar", grayscale_probability=0.5)
     clone = keras.layers.deserialize(keras.layers.serialize(layer))
     assert clone.get_config() == layer.get_config()
-    images = np.random.default_rng(8).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
-    for a, b in zip(layer(images, seed=SEED), clone(images, seed=SEED)):
+    images = np.random.default_rng(8).integers(
+        0, 256, size=(4, 16, 16, 3), dtype=np.uint8
+    )
+    for a, b in zip(layer(images, seed=SEED), clone(images, seed=SEED), strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
@@ -301,8 +363,11 @@ def test_preprocess_resizes_center_crops_and_normalizes():
     np.testing.assert_allclose(unit[:, 8, 5:11], 1.0, atol=1e-4)
     np.testing.assert_allclose(unit[:, 8, 0], 0.0, atol=1e-4)
     same_size = augment.Preprocess(40)(np.full((1, 40, 40, 3), 255, np.uint8)).numpy()
-    np.testing.assert_allclose(same_size[0, 0, 0], (1 - np.array([0.485, 0.456, 0.406]))
-                               / np.array([0.229, 0.224, 0.225]), atol=1e-5)
+    np.testing.assert_allclose(
+        same_size[0, 0, 0],
+        (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]),
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize(
@@ -326,7 +391,10 @@ def test_bad_images_raise_clear_errors(images, message):
         (lambda: augment.RandomResizedCrop(8, scale=(0.5, 0.1)), "Received: scale="),
         (lambda: augment.RandomColorJitter(hue=0.7), "Received: hue=0.7"),
         (lambda: augment.BarlowTwinsAugment(8, preset="stl"), "Received: preset='stl'"),
-        (lambda: augment.BarlowTwinsAugment(8, blurr=1), "Unknown augmentation options"),
+        (
+            lambda: augment.BarlowTwinsAugment(8, blurr=1),
+            "Unknown augmentation options",
+        ),
     ],
 )
 def test_bad_arguments_raise_clear_errors(factory, message):

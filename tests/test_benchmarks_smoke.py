@@ -42,8 +42,21 @@ def test_loss_benchmark_reports_both_paths_and_their_agreement(monkeypatch, caps
 
 def test_augment_benchmark_reports_views_per_second_and_stages(monkeypatch, capsys):
     script = load_script("augment", monkeypatch)
-    script.main(["--sizes", "8", "--input_sizes", "10", "--presets", "cifar",
-                 "--batch_size", "4", "--repeats", "1", "--stages"])
+    script.main(
+        [
+            "--sizes",
+            "8",
+            "--input_sizes",
+            "10",
+            "--presets",
+            "cifar",
+            "--batch_size",
+            "4",
+            "--repeats",
+            "1",
+            "--stages",
+        ]
+    )
     (line,) = records(capsys)
     assert (line["size"], line["input_size"], line["batch_size"]) == (8, 10, 4)
     graph = line["results"]["graph"]

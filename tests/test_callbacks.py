@@ -19,7 +19,8 @@ def read_events(log_dir):
             for value in event.summary.value:
                 events.setdefault(value.tag, {})[event.step] = (
                     value.metadata.plugin_data.plugin_name,
-                    tf.make_ndarray(value.tensor))
+                    tf.make_ndarray(value.tensor),
+                )
     return events
 
 
@@ -40,13 +41,16 @@ def short_fit(tmp_path_factory):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(48, 16, 16, 3)).astype(np.uint8)
     labels = rng.integers(0, 3, 48)
-    encoder = keras.Sequential([
-        keras.Input((16, 16, 3)),
-        keras.layers.Conv2D(8, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-    ])
-    model = keras_barlow.BarlowTwins(encoder, projector_dims=(32, 24),
-                                     augmenter="cifar", seed=1)
+    encoder = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
+    model = keras_barlow.BarlowTwins(
+        encoder, projector_dims=(32, 24), augmenter="cifar", seed=1
+    )
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
     train_ds = dataset.take(2)
@@ -55,11 +59,20 @@ def short_fit(tmp_path_factory):
     image = callbacks.CrossCorrelationImage(log_dir, images[:32], max_dims=16)
     collapse = callbacks.CollapseMonitor(images[:32], every_n_epochs=2, log_dir=log_dir)
     seen = LogsSeen()
-    history = model.fit(dataset, epochs=2, verbose=0,
-                        callbacks=[knn, image, collapse, seen])
-    return {"model": model, "images": images, "labels": labels, "log_dir": log_dir,
-            "history": history.history, "seen": seen.logs,
-            "events": read_events(log_dir), "train_ds": train_ds, "val_ds": val_ds}
+    history = model.fit(
+        dataset, epochs=2, verbose=0, callbacks=[knn, image, collapse, seen]
+    )
+    return {
+        "model": model,
+        "images": images,
+        "labels": labels,
+        "log_dir": log_dir,
+        "history": history.history,
+        "seen": seen.logs,
+        "events": read_events(log_dir),
+        "train_ds": train_ds,
+        "val_ds": val_ds,
+    }
 
 
 def test_knn_monitor_logs_the_knn_accuracy_of_the_encoder(short_fit):
@@ -80,8 +93,9 @@ def test_knn_monitor_logs_the_knn_accuracy_of_the_encoder(short_fit):
         normalized = (images - augment.IMAGENET_MEAN) / augment.IMAGENET_STD
         features.append(encoder(normalized.astype(np.float32), training=False).numpy())
         labels.append(np.concatenate([b[1].numpy() for b in batches]))
-    expected = keras_barlow.evaluation.knn_accuracy(features[0], labels[0],
-                                                    features[1], labels[1], k=5)
+    expected = keras_barlow.evaluation.knn_accuracy(
+        features[0], labels[0], features[1], labels[1], k=5
+    )
     assert history["knn_top1"][1] == pytest.approx(expected["top1"])
 
 
@@ -106,8 +120,9 @@ def test_cross_correlation_image_writes_image_and_histograms(short_fit):
     assert diagonal[:, 2].sum() == 24
     _, off_diagonal = events["cross_correlation/off_diagonal"][1]
     assert off_diagonal[:, 2].sum() == 24 * 23
-    expected_counts, _ = np.histogram(c[~np.eye(24, dtype=bool)], bins=50,
-                                      range=(-1, 1))
+    expected_counts, _ = np.histogram(
+        c[~np.eye(24, dtype=bool)], bins=50, range=(-1, 1)
+    )
     np.testing.assert_allclose(off_diagonal[:, 2], expected_counts, atol=2)
 
 
@@ -121,17 +136,20 @@ def test_collapse_monitor_logs_every_n_epochs(short_fit):
     singular_values = np.linalg.svd(z1, compute_uv=False)
     p = singular_values / singular_values.sum()
     expected_rank = np.exp(-np.sum(p * np.log(p)))
-    assert history["collapse_effective_rank"][0] == pytest.approx(expected_rank,
-                                                                  rel=1e-3)
+    assert history["collapse_effective_rank"][0] == pytest.approx(
+        expected_rank, rel=1e-3
+    )
     unit = z1 / np.linalg.norm(z1, axis=1, keepdims=True)
     assert history["collapse_embedding_std"][0] == pytest.approx(
-        unit.std(axis=0).mean() * np.sqrt(24), rel=1e-3)
+        unit.std(axis=0).mean() * np.sqrt(24), rel=1e-3
+    )
     assert 0 < history["collapse_off_diagonal"][0] < 1
 
 
 def test_correlation_image_colors():
-    image = callbacks.correlation_image(np.array([[1.0, 0.0], [-1.0, 5.0]]),
-                                        pixels_per_cell=3)
+    image = callbacks.correlation_image(
+        np.array([[1.0, 0.0], [-1.0, 5.0]]), pixels_per_cell=3
+    )
     assert image.shape == (6, 6, 3)
     np.testing.assert_array_equal(image[0, 0], [103, 0, 31])  # +1: dark red
     np.testing.assert_array_equal(image[0, 3], [247, 247, 247])  # 0: white
@@ -149,8 +167,12 @@ def test_callbacks_validate_arguments():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ValueError, match="encoder"):
-        model.fit(np.zeros((4, 4)), np.zeros((4, 2)), verbose=0,
-                  callbacks=[callbacks.KNNMonitor(None, None)])
+        model.fit(
+            np.zeros((4, 4)),
+            np.zeros((4, 2)),
+            verbose=0,
+            callbacks=[callbacks.KNNMonitor(None, None)],
+        )
 
 
 def test_keras_tensorboard_after_knn_monitor_writes_the_knn_scalar(tmp_path):
@@ -158,12 +180,18 @@ def test_keras_tensorboard_after_knn_monitor_writes_the_knn_scalar(tmp_path):
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, size=(16, 8, 8, 3)).astype(np.uint8)
     dataset = tf.data.Dataset.from_tensor_slices((images, np.arange(16) % 2)).batch(8)
-    encoder = keras.Sequential([keras.Input((8, 8, 3)),
-                                keras.layers.GlobalAveragePooling2D()])
+    encoder = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D()]
+    )
     model = keras_barlow.BarlowTwins(encoder, projector_dims=(8,), augmenter="cifar")
     model.compile(optimizer="sgd")
-    model.fit(dataset, epochs=1, verbose=0, callbacks=[
-        callbacks.KNNMonitor(dataset, dataset, k=3),
-        keras.callbacks.TensorBoard(str(tmp_path)),
-    ])
+    model.fit(
+        dataset,
+        epochs=1,
+        verbose=0,
+        callbacks=[
+            callbacks.KNNMonitor(dataset, dataset, k=3),
+            keras.callbacks.TensorBoard(str(tmp_path)),
+        ],
+    )
     assert "epoch_knn_top1" in read_events(tmp_path / "train")

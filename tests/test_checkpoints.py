@@ -23,10 +23,16 @@ SIZE, BATCH, STEPS = 8, 4, 3
 
 def make_model(seed=0):
     """A model fed with pre-made views: the same checkpoint, a faster trace."""
-    encoder = keras.Sequential([
-        keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(4, 3),
-        keras.layers.BatchNormalization(), keras.layers.ReLU(),
-        keras.layers.Dropout(0.2), keras.layers.GlobalAveragePooling2D()])
+    encoder = keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 3)),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Dropout(0.2),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
     model = BarlowTwins(encoder, projector_dims=(8,), augmenter=None, seed=seed)
     model.compile(optimizer=LARS(0.1, eta=0.02))
     return model
@@ -65,8 +71,11 @@ def assert_same_state(got, expected):
 
 
 def complete_checkpoints(directory):
-    return sorted(path.name for path in Path(directory).glob("epoch-*")
-                  if (path / "checkpoint.json").exists())
+    return sorted(
+        path.name
+        for path in Path(directory).glob("epoch-*")
+        if (path / "checkpoint.json").exists()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +84,13 @@ def two_epoch_run(tmp_path_factory):
     directory = tmp_path_factory.mktemp("run")
     snapshots = Snapshots()
     model = make_model()
-    model.fit(views(2), epochs=2, steps_per_epoch=STEPS, verbose=0,
-              callbacks=[snapshots, TrainingCheckpoint(directory)])
+    model.fit(
+        views(2),
+        epochs=2,
+        steps_per_epoch=STEPS,
+        verbose=0,
+        callbacks=[snapshots, TrainingCheckpoint(directory)],
+    )
     return directory, snapshots.after_epoch
 
 
@@ -110,8 +124,13 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(two_epoch_run, tmp
 
 def test_checkpoints_of_another_architecture_are_refused(two_epoch_run):
     directory, _ = two_epoch_run
-    encoder = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(4, 3),
-                                keras.layers.GlobalAveragePooling2D()])
+    encoder = keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 3)),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
     other = BarlowTwins(encoder, projector_dims=(16,), augmenter=None)
     with pytest.raises(ValueError, match="needs a compiled model"):
         TrainingCheckpoint(directory).restore(other)
@@ -145,7 +164,8 @@ def crash_before_marker_rename(monkeypatch):
 
 @pytest.mark.parametrize("crash", [crash_in_weights_file, crash_before_marker_rename])
 def test_write_killed_midway_leaves_previous_checkpoint(
-        crash, two_epoch_run, tmp_path, monkeypatch):
+    crash, two_epoch_run, tmp_path, monkeypatch
+):
     directory, after_epoch = two_epoch_run
     shutil.copytree(directory, tmp_path, dirs_exist_ok=True)
     model = make_model()
@@ -171,8 +191,13 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(guard, tmp_path)
     callbacks = [snapshots, TrainingCheckpoint(tmp_path)]
     callbacks += [NaNGuard()] if guard else []
     with pytest.raises(FloatingPointError) as error:
-        make_model().fit(views(3, nan_at=(1, 1)), epochs=3, steps_per_epoch=STEPS,
-                         verbose=0, callbacks=callbacks)
+        make_model().fit(
+            views(3, nan_at=(1, 1)),
+            epochs=3,
+            steps_per_epoch=STEPS,
+            verbose=0,
+            callbacks=callbacks,
+        )
     message = str(error.value)
     if guard:  # named at the batch: step 5 = 3 steps of epoch 1 + 2 of epoch 2
         assert "is nan at optimizer step 5 (epoch 2, batch 2" in message
@@ -194,8 +219,13 @@ def test_epoch_cut_short_by_stop_training_is_not_saved(tmp_path):
             if int(self.model.optimizer.iterations.numpy()) == STEPS + 1:
                 self.model.stop_training = True
 
-    make_model().fit(views(2), epochs=2, steps_per_epoch=STEPS, verbose=0,
-                     callbacks=[StopInSecondEpoch(), TrainingCheckpoint(tmp_path)])
+    make_model().fit(
+        views(2),
+        epochs=2,
+        steps_per_epoch=STEPS,
+        verbose=0,
+        callbacks=[StopInSecondEpoch(), TrainingCheckpoint(tmp_path)],
+    )
     assert complete_checkpoints(tmp_path) == ["epoch-000001"]
 
 
@@ -209,8 +239,13 @@ def test_fit_one_epoch_at_a_time_continues_from_the_checkpoint(two_epoch_run, tm
         model.fit(views(1), epochs=3, verbose=0, callbacks=[checkpoint])
     assert_same_state(state_of(model), after_epoch[2])  # not trained
     for epoch in (2, 3):  # e.g. to build each epoch's dataset in Python
-        history = model.fit(views(1), initial_epoch=epoch, epochs=epoch + 1,
-                            verbose=0, callbacks=[checkpoint])
+        history = model.fit(
+            views(1),
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            verbose=0,
+            callbacks=[checkpoint],
+        )
         assert len(history.history["loss"]) == 1
     assert int(model.optimizer.iterations.numpy()) == 4 * STEPS
     assert complete_checkpoints(tmp_path)[-2:] == ["epoch-000003", "epoch-000004"]
@@ -228,7 +263,9 @@ def test_max_to_keep_is_validated():
 def start_worker(model_dir, result, log, *extra):
     return subprocess.Popen(
         [sys.executable, str(WORKER), str(model_dir), str(result), *map(str, extra)],
-        stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "w"),
+    )
 
 
 def wait_for(path, process, log, timeout=240):
@@ -252,18 +289,29 @@ def test_sigkill_mid_epoch_then_restart_ends_like_uninterrupted_run(tmp_path):
     processes = []
     try:
         # The uninterrupted reference runs alongside the run that gets killed.
-        reference = start_worker(tmp_path / "reference", tmp_path / "reference.npz",
-                                 tmp_path / "reference.log")
-        victim = start_worker(tmp_path / "run", tmp_path / "unused.npz",
-                              tmp_path / "victim.log", "--pause-at", 1, 2, marker)
+        reference = start_worker(
+            tmp_path / "reference",
+            tmp_path / "reference.npz",
+            tmp_path / "reference.log",
+        )
+        victim = start_worker(
+            tmp_path / "run",
+            tmp_path / "unused.npz",
+            tmp_path / "victim.log",
+            "--pause-at",
+            1,
+            2,
+            marker,
+        )
         processes += [reference, victim]
         wait_for(marker, victim, tmp_path / "victim.log")  # epoch 2, after batch 3
         victim.send_signal(signal.SIGKILL)
         assert victim.wait(timeout=30) == -signal.SIGKILL
         assert complete_checkpoints(tmp_path / "run") == ["epoch-000001"]
 
-        resumed = start_worker(tmp_path / "run", tmp_path / "resumed.npz",
-                               tmp_path / "resumed.log")
+        resumed = start_worker(
+            tmp_path / "run", tmp_path / "resumed.npz", tmp_path / "resumed.log"
+        )
         processes.append(resumed)
         finish(reference, tmp_path / "reference.log")
         finish(resumed, tmp_path / "resumed.log")
@@ -278,6 +326,7 @@ def test_sigkill_mid_epoch_then_restart_ends_like_uninterrupted_run(tmp_path):
     assert int(expected["initial_epoch"]) == 0 and int(got["initial_epoch"]) == 1
     assert set(got.files) == set(expected.files)
     for name in set(expected.files) - {"initial_epoch"}:
-        np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=1e-6,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            got[name], expected[name], rtol=0, atol=1e-6, err_msg=name
+        )
     assert complete_checkpoints(tmp_path / "run") == ["epoch-000002", "epoch-000003"]

@@ -17,10 +17,24 @@ import tensorflow as tf
 
 from keras_barlow import data
 
-SHARED_ARCHIVE = (pathlib.Path(__file__).resolve().parents[2]
-                  / "shared" / "datasets" / "cifar10-jpeg-train.tar.gz")
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                   "horse", "ship", "truck"]
+SHARED_ARCHIVE = (
+    pathlib.Path(__file__).resolve().parents[2]
+    / "shared"
+    / "datasets"
+    / "cifar10-jpeg-train.tar.gz"
+)
+CIFAR10_CLASSES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
 
 
 # ----------------------------------------------------------------------------------
@@ -39,8 +53,9 @@ def _smooth(height, width):
     """A gradient image: JPEG keeps it within a few levels."""
     rows = np.linspace(0, 150, height)[:, None, None]
     cols = np.linspace(0, 50, width)[None, :, None]
-    return np.broadcast_to(rows + cols + np.array([0, 20, 40]), (height, width, 3)
-                           ).astype(np.uint8)
+    return np.broadcast_to(
+        rows + cols + np.array([0, 20, 40]), (height, width, 3)
+    ).astype(np.uint8)
 
 
 def _block_mean(array, factor):
@@ -120,8 +135,9 @@ def _extracted_dirs(cache):
 
 def test_folder_pixels_labels_and_conversions(image_folder):
     root, expected = image_folder
-    dataset = data.from_image_folder(root, image_size=8, batch_size=4, training=False,
-                                     interpolation="area")
+    dataset = data.from_image_folder(
+        root, image_size=8, batch_size=4, training=False, interpolation="area"
+    )
     images, labels = _collect(dataset)
 
     assert dataset.class_names == ["cat", "dog", "emu"]
@@ -149,8 +165,9 @@ def test_folder_keeps_first_image_size_and_resizes_the_others(image_folder):
     images, _ = _collect(dataset)
     assert images.shape[1:] == (8, 8, 3)  # cat/0.png comes first
 
-    crop = data.from_image_folder(root, image_size=(4, 6), batch_size=3,
-                                  training=False, crop_to_aspect_ratio=True)
+    crop = data.from_image_folder(
+        root, image_size=(4, 6), batch_size=3, training=False, crop_to_aspect_ratio=True
+    )
     assert _collect(crop)[0].shape[1:] == (4, 6, 3)
 
 
@@ -158,8 +175,9 @@ def test_folder_training_shuffles_with_seed_and_drops_remainder(image_folder):
     root, expected = image_folder
     first = data.from_image_folder(root, image_size=8, batch_size=4, seed=3)
     second = data.from_image_folder(root, image_size=8, batch_size=4, seed=3)
-    reference, _ = _collect(data.from_image_folder(root, image_size=8, batch_size=4,
-                                                   training=False))
+    reference, _ = _collect(
+        data.from_image_folder(root, image_size=8, batch_size=4, training=False)
+    )
     epoch1, epoch2 = _collect(first)[0], _collect(first)[0]
 
     assert len(epoch1) == len(expected) // 4 * 4  # 11 images -> 2 full batches
@@ -171,8 +189,9 @@ def test_folder_training_shuffles_with_seed_and_drops_remainder(image_folder):
 
 def test_folder_unlabeled_finds_images_recursively(image_folder):
     root, expected = image_folder
-    dataset = data.from_image_folder(root, image_size=8, labels=None, batch_size=5,
-                                     training=False)
+    dataset = data.from_image_folder(
+        root, image_size=8, labels=None, batch_size=5, training=False
+    )
     images = _collect(dataset)
     assert dataset.class_names is None
     assert images.shape == (len(expected), 8, 8, 3)
@@ -184,7 +203,8 @@ def test_folder_subsets_are_disjoint_stratified_and_limited(tmp_path):
         (tmp_path / name).mkdir()
         for index in range(count):
             (tmp_path / name / f"{index:02d}.png").write_bytes(
-                _png(np.full((4, 4, 3), index, np.uint8)))
+                _png(np.full((4, 4, 3), index, np.uint8))
+            )
     kwargs = dict(val_fraction=0.25, seed=5, batch_size=2)
     train = data.from_image_folder(tmp_path, subset="training", **kwargs)
     val = data.from_image_folder(tmp_path, subset="validation", **kwargs)
@@ -194,8 +214,9 @@ def test_folder_subsets_are_disjoint_stratified_and_limited(tmp_path):
     _, val_labels = _collect(val)  # evaluation mode: nothing dropped, in order
     np.testing.assert_array_equal(np.bincount(val_labels), [3, 2, 1])
 
-    limited = data.from_image_folder(tmp_path, subset="training", limit_images=7,
-                                     training=False, **kwargs)
+    limited = data.from_image_folder(
+        tmp_path, subset="training", limit_images=7, training=False, **kwargs
+    )
     _, limited_labels = _collect(limited)
     np.testing.assert_array_equal(np.bincount(limited_labels), [3, 2, 2])
     assert set(limited.file_paths) <= set(train.file_paths)
@@ -205,8 +226,9 @@ def test_folder_subsets_are_disjoint_stratified_and_limited(tmp_path):
 # Archives.
 
 
-def test_archive_matches_folder_and_is_extracted_once(image_folder, tmp_path,
-                                                      monkeypatch):
+def test_archive_matches_folder_and_is_extracted_once(
+    image_folder, tmp_path, monkeypatch
+):
     root, _ = image_folder
     archive = _make_archive(tmp_path / "pets.tgz", root, arcname="train")
     cache = tmp_path / "cache"
@@ -242,8 +264,7 @@ def test_archive_with_path_traversal_is_refused(tmp_path, relative):
     assert _extracted_dirs(cache) == []
 
 
-def test_archive_truncated_leaves_nothing_and_a_good_copy_works(image_folder,
-                                                               tmp_path):
+def test_archive_truncated_leaves_nothing_and_a_good_copy_works(image_folder, tmp_path):
     root, _ = image_folder
     archive = _make_archive(tmp_path / "pets.tar.gz", root, arcname="pets")
     contents = archive.read_bytes()
@@ -312,16 +333,19 @@ def test_corrupt_files_raise_by_default_naming_each_file(folder_with_corrupt_fil
 def test_corrupt_files_skipped_with_a_warning(folder_with_corrupt_files, monkeypatch):
     root, good, corrupt = folder_with_corrupt_files
     warnings = []
-    monkeypatch.setattr(data.logging, "warning",
-                        lambda message, *args: warnings.append(message % args))
-    dataset = data.from_image_folder(root, image_size=4, batch_size=2, training=False,
-                                     on_corrupt="skip")
+    monkeypatch.setattr(
+        data.logging, "warning", lambda message, *args: warnings.append(message % args)
+    )
+    dataset = data.from_image_folder(
+        root, image_size=4, batch_size=2, training=False, on_corrupt="skip"
+    )
     images, labels = _collect(dataset)  # reads every file: no decode error
 
     assert sorted(dataset.file_paths) == sorted(good)
     assert len(images) == len(good)
     np.testing.assert_array_equal(
-        labels, [dataset.class_names.index(good[path]) for path in dataset.file_paths])
+        labels, [dataset.class_names.index(good[path]) for path in dataset.file_paths]
+    )
     assert len(warnings) == 1 and f"Skipping {len(corrupt)} of 11" in warnings[0]
     assert all(path in warnings[0] for path in corrupt)
 
@@ -331,8 +355,10 @@ def test_corrupt_files_skipped_with_a_warning(folder_with_corrupt_files, monkeyp
 
 
 def _round_robin_reference(labels, limit):
-    queues = {label: [i for i, value in enumerate(labels) if value == label]
-              for label in sorted(set(labels))}
+    queues = {
+        label: [i for i, value in enumerate(labels) if value == label]
+        for label in sorted(set(labels))
+    }
     chosen = []
     while len(chosen) < limit and any(queues.values()):
         for label in sorted(queues):
@@ -348,8 +374,9 @@ def test_stratified_split_is_stratified_disjoint_and_seeded():
 
     assert len(val) == round(0.2 * len(labels))
     assert not set(train) & set(val)
-    np.testing.assert_array_equal(np.sort(np.concatenate([train, val])),
-                                  np.arange(len(labels)))
+    np.testing.assert_array_equal(
+        np.sort(np.concatenate([train, val])), np.arange(len(labels))
+    )
     for label in np.unique(labels):
         share = 0.2 * np.sum(labels == label)
         assert abs(np.sum(labels[val] == label) - share) < 1.0, label
@@ -366,8 +393,9 @@ def test_stratified_split_is_stratified_disjoint_and_seeded():
 def test_balanced_subset_is_round_robin():
     labels = [2, 0, 0, 2, 1, 0, 0, 2, 0]
     for limit in (1, 4, 5, 7, 20):
-        np.testing.assert_array_equal(data.balanced_subset(labels, limit),
-                                      _round_robin_reference(labels, limit))
+        np.testing.assert_array_equal(
+            data.balanced_subset(labels, limit), _round_robin_reference(labels, limit)
+        )
 
 
 # ----------------------------------------------------------------------------------
@@ -387,7 +415,8 @@ def test_from_numpy_order_labels_and_gray():
 
 def test_from_numpy_training_shuffles_each_epoch_and_drops_remainder():
     images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones(
-        (1, 2, 2, 3), np.uint8)
+        (1, 2, 2, 3), np.uint8
+    )
     dataset = data.from_numpy(images, batch_size=4, seed=7)
     epoch1, epoch2 = _collect(dataset)[:, 0, 0, 0], _collect(dataset)[:, 0, 0, 0]
     replay = _collect(data.from_numpy(images, batch_size=4, seed=7))[:, 0, 0, 0]
@@ -401,34 +430,49 @@ def test_from_numpy_resize_split_and_limit():
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (40, 8, 8, 4), dtype=np.uint8)
     labels = np.repeat(np.arange(4), 10)
-    val = data.from_numpy(images, labels, image_size=4, interpolation="area",
-                          batch_size=8, subset="validation", val_count=8, seed=0)
+    val = data.from_numpy(
+        images,
+        labels,
+        image_size=4,
+        interpolation="area",
+        batch_size=8,
+        subset="validation",
+        val_count=8,
+        seed=0,
+    )
     val_images, val_labels = _collect(val)
     np.testing.assert_array_equal(np.bincount(val_labels), [2, 2, 2, 2])
     assert val_images.shape == (8, 4, 4, 3)
     _, val_indices = data.stratified_split(labels, val_count=8, seed=0)
-    reference = np.stack([_block_mean(image[..., :3], 2)
-                          for image in images[val_indices]])
+    reference = np.stack(
+        [_block_mean(image[..., :3], 2) for image in images[val_indices]]
+    )
     assert np.abs(val_images - reference).max() <= 0.501  # rounded, not truncated
 
-    limited = data.from_numpy(images, labels, batch_size=6, training=False,
-                              limit_images=6)
+    limited = data.from_numpy(
+        images, labels, batch_size=6, training=False, limit_images=6
+    )
     np.testing.assert_array_equal(_collect(limited)[1], [0, 0, 1, 1, 2, 3])
 
 
 def _epoch_batches(dataset, steps_per_epoch):
     """Image batches of a dataset keyed by epoch, grouped by epoch: [epoch][batch]."""
-    batches = [element[0] if isinstance(element, tuple) else element
-               for element in dataset.as_numpy_iterator()]
-    return [batches[start:start + steps_per_epoch]
-            for start in range(0, len(batches), steps_per_epoch)]
+    batches = [
+        element[0] if isinstance(element, tuple) else element
+        for element in dataset.as_numpy_iterator()
+    ]
+    return [
+        batches[start : start + steps_per_epoch]
+        for start in range(0, len(batches), steps_per_epoch)
+    ]
 
 
 @pytest.mark.parametrize("source", ["numpy", "folder"])
 def test_epochs_keyed_by_number_resume_in_the_uninterrupted_order(source, tmp_path):
     """A dataset rebuilt with initial_epoch=k yields what an unbroken run yields."""
     images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones(
-        (1, 2, 2, 3), np.uint8)
+        (1, 2, 2, 3), np.uint8
+    )
     if source == "folder":
         for index, image in enumerate(images):
             (tmp_path / f"class{index % 2}").mkdir(exist_ok=True)
@@ -455,27 +499,33 @@ def test_epochs_keyed_by_number_resume_in_the_uninterrupted_order(source, tmp_pa
     np.testing.assert_array_equal(_epoch_batches(resumed, 3), epochs[2:])
     shorter = build(initial_epoch=1, steps_per_epoch=2)  # the first 2 of each epoch
     np.testing.assert_array_equal(
-        _epoch_batches(shorter, 2), [epoch[:2] for epoch in epochs[1:]])
+        _epoch_batches(shorter, 2), [epoch[:2] for epoch in epochs[1:]]
+    )
     other_seed = _epoch_batches(build(seed=8), 3)
     assert not np.array_equal(other_seed, epochs)
 
 
 def test_split_seed_fixes_the_held_back_images_whatever_the_shuffle_seed():
     images = np.arange(40, dtype=np.uint8)[:, None, None, None] * np.ones(
-        (1, 2, 2, 3), np.uint8)
+        (1, 2, 2, 3), np.uint8
+    )
     labels = np.repeat(np.arange(4), 10)
 
     def held_back(**kwargs):
-        val = data.from_numpy(images, labels, batch_size=8, subset="validation",
-                              val_count=8, **kwargs)
+        val = data.from_numpy(
+            images, labels, batch_size=8, subset="validation", val_count=8, **kwargs
+        )
         return _collect(val)[0][:, 0, 0, 0]
 
     for seed in (1, 2):
-        np.testing.assert_array_equal(held_back(seed=seed, split_seed=0),
-                                      data.stratified_split(labels, val_count=8)[1])
         np.testing.assert_array_equal(
-            held_back(seed=seed), data.stratified_split(labels, val_count=8,
-                                                        seed=seed)[1])
+            held_back(seed=seed, split_seed=0),
+            data.stratified_split(labels, val_count=8)[1],
+        )
+        np.testing.assert_array_equal(
+            held_back(seed=seed),
+            data.stratified_split(labels, val_count=8, seed=seed)[1],
+        )
 
 
 def test_epochs_keyed_by_number_errors():
@@ -503,8 +553,9 @@ def test_from_tfds_matches_tfds_load():
         names = tfds.builder("cifar10").info.features["label"].names
         training = data.from_tfds("cifar10", "train", batch_size=8, seed=1)
         train_images, _ = _collect(training)
-        limited = data.from_tfds("cifar10", "train", batch_size=5, training=False,
-                                 limit_images=5)
+        limited = data.from_tfds(
+            "cifar10", "train", batch_size=5, training=False, limit_images=5
+        )
         _, limited_labels = _collect(limited)
 
     np.testing.assert_array_equal(images, [example["image"] for example in reference])
@@ -513,19 +564,25 @@ def test_from_tfds_matches_tfds_load():
     assert dataset.class_names == names and len(names) == 10
     assert train_images.shape == (16, 32, 32, 3)  # 20 examples, drop_remainder
     reference_labels = [int(example["label"]) for example in reference]
-    first_of_each = sorted({label: index for index, label in
-                            reversed(list(enumerate(reference_labels)))}.values())
-    np.testing.assert_array_equal(limited_labels,
-                                  [reference_labels[i] for i in first_of_each[:5]])
+    first_of_each = sorted(
+        {
+            label: index for index, label in reversed(list(enumerate(reference_labels)))
+        }.values()
+    )
+    np.testing.assert_array_equal(
+        limited_labels, [reference_labels[i] for i in first_of_each[:5]]
+    )
 
 
 def test_from_tfds_grayscale_becomes_rgb_and_resizes():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=6):
-        images, _ = _collect(data.from_tfds("mnist", "test", batch_size=6,
-                                            training=False))
-        resized, _ = _collect(data.from_tfds("mnist", "test", image_size=(8, 8),
-                                             batch_size=3))
+        images, _ = _collect(
+            data.from_tfds("mnist", "test", batch_size=6, training=False)
+        )
+        resized, _ = _collect(
+            data.from_tfds("mnist", "test", image_size=(8, 8), batch_size=3)
+        )
         with pytest.raises(ValueError, match="has no feature 'caption'"):
             data.from_tfds("mnist", "test", label_key="caption")
         with pytest.raises(ValueError, match="batch_size`=64 is larger than the 6"):
@@ -582,8 +639,10 @@ def test_shared_cifar10_archive(tmp_path):
         pytest.skip(f"shared data set absent: {SHARED_ARCHIVE} (see shared/datasets)")
     per_class, originals, kept = 2, {}, collections.Counter()
     small = tmp_path / "cifar10-small.tar.gz"
-    with tarfile.open(SHARED_ARCHIVE, "r|gz") as source, \
-            tarfile.open(small, "w:gz") as target:
+    with (
+        tarfile.open(SHARED_ARCHIVE, "r|gz") as source,
+        tarfile.open(small, "w:gz") as target,
+    ):
         for member in source:  # reads headers, and the files kept
             class_name = pathlib.PurePosixPath(member.name).parent.name
             if member.isfile() and kept[class_name] < per_class:
@@ -592,8 +651,9 @@ def test_shared_cifar10_archive(tmp_path):
                 _add_member(target, member.name, originals[member.name])
     assert sorted({name.split("/")[1] for name in originals}) == CIFAR10_CLASSES
 
-    dataset = data.from_image_folder(small, cache_dir=tmp_path / "cache",
-                                     batch_size=len(originals), training=False)
+    dataset = data.from_image_folder(
+        small, cache_dir=tmp_path / "cache", batch_size=len(originals), training=False
+    )
     images, labels = _collect(dataset)
     assert dataset.class_names == CIFAR10_CLASSES
     assert images.shape == (20, 32, 32, 3) and images.dtype == np.uint8

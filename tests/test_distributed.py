@@ -42,18 +42,22 @@ def numpy_loss(z1, z2, lambd=keras_barlow.losses.DEFAULT_LAMBD, eps=1e-5):
 
 def split_across_replicas(strategy, *arrays):
     """Per-replica values: replica r gets the r-th equal slice of each array."""
+
     def slices(context):
         size = len(arrays[0]) // context.num_replicas_in_sync
         start = context.replica_id_in_sync_group * size
-        return tuple(tf.constant(array[start:start + size]) for array in arrays)
+        return tuple(tf.constant(array[start : start + size]) for array in arrays)
+
     return strategy.experimental_distribute_values_from_function(slices)
 
 
 def assert_all_close(actual, expected, rtol=RTOL):
     """Each pair of arrays agrees within `rtol`, relative to the expected norm."""
     assert len(actual) == len(expected)
-    errors = [np.linalg.norm(a - e) / np.linalg.norm(e)
-              for a, e in zip(actual, expected, strict=True)]
+    errors = [
+        np.linalg.norm(a - e) / np.linalg.norm(e)
+        for a, e in zip(actual, expected, strict=True)
+    ]
     assert max(errors) < rtol, errors
 
 
@@ -91,10 +95,13 @@ def test_every_replica_gets_the_global_loss_and_r_times_its_gradient_share(
     assert_all_close([gathered / REPLICAS], [single_gradient.numpy()])
 
 
-@pytest.mark.parametrize("per_replica, gathers", [
-    (8, False),  # global N = 16: 2N >= D = 24, the D x D all-reduce
-    (4, True),  # global N = 8: 2N < D, the Gram route (all-gather)
-])
+@pytest.mark.parametrize(
+    "per_replica, gathers",
+    [
+        (8, False),  # global N = 16: 2N >= D = 24, the D x D all-reduce
+        (4, True),  # global N = 8: 2N < D, the Gram route (all-gather)
+    ],
+)
 def test_auto_method_is_chosen_from_the_global_batch(strategy, per_replica, gathers):
     # With 8 per replica, the per-replica batch alone (2 x 8 < 24) would pick gram.
     z = np.zeros((REPLICAS * per_replica, 24), np.float32)
@@ -132,14 +139,20 @@ def run(model, initial_weights, view_pairs):
     model.set_weights(initial_weights)
     first_step = FirstStepWeights()
     losses = tiny.train(model, *view_pairs, GLOBAL_BATCH, callbacks=[first_step])
-    return dict(losses=losses, weights=model.get_weights(),
-                first_step_weights=first_step.weights, model=model)
+    return dict(
+        losses=losses,
+        weights=model.get_weights(),
+        first_step_weights=first_step.weights,
+        model=model,
+    )
 
 
 @pytest.fixture(scope="module")
 def single_device_runs(initial_weights, view_pairs):
-    return {method: run(tiny.tiny_barlow_twins(method), initial_weights, view_pairs)
-            for method in METHODS}
+    return {
+        method: run(tiny.tiny_barlow_twins(method), initial_weights, view_pairs)
+        for method in METHODS
+    }
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +175,10 @@ def test_two_replicas_train_exactly_like_one_device(
     np.testing.assert_allclose(mirrored["losses"], single["losses"], rtol=RTOL)
     # All weights, the moving statistics of the synchronized BN layers included.
     assert_all_close(mirrored["weights"], single["weights"])
-    moved = [np.linalg.norm(w - w0) / np.linalg.norm(w)
-             for w, w0 in zip(single["weights"], initial_weights, strict=True)]
+    moved = [
+        np.linalg.norm(w - w0) / np.linalg.norm(w)
+        for w, w0 in zip(single["weights"], initial_weights, strict=True)
+    ]
     assert min(moved) > 100 * RTOL  # every weight moved far more than the tolerance
 
 
@@ -173,8 +188,9 @@ def test_two_replica_update_is_not_twice_the_single_device_update(
     # Each replica holds the loss of the whole global batch and the optimizer sums
     # the replicas' gradients: without train_step's division by R, the first SGD
     # step on 2 replicas would be exactly 2x the one-device step (ratio 2, not 1).
-    single, mirrored = (runs["cross_correlation"]
-                        for runs in (single_device_runs, mirrored_runs))
+    single, mirrored = (
+        runs["cross_correlation"] for runs in (single_device_runs, mirrored_runs)
+    )
     model = single["model"]
     for index, variable in enumerate(model.weights):
         if not variable.trainable:
@@ -203,19 +219,36 @@ def test_two_workers_train_exactly_like_one_device(
     single_device_runs, initial_weights, view_pairs, tmp_path
 ):
     inputs = tmp_path / "inputs.npz"
-    np.savez(inputs, x1=view_pairs[0], x2=view_pairs[1], global_batch_size=GLOBAL_BATCH,
-             methods=np.array(METHODS), num_weights=len(initial_weights),
-             **{f"weight_{i}": w for i, w in enumerate(initial_weights)})
+    np.savez(
+        inputs,
+        x1=view_pairs[0],
+        x2=view_pairs[1],
+        global_batch_size=GLOBAL_BATCH,
+        methods=np.array(METHODS),
+        num_weights=len(initial_weights),
+        **{f"weight_{i}": w for i, w in enumerate(initial_weights)},
+    )
     ports = ",".join(str(port) for port in free_ports(REPLICAS))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
     logs = [tmp_path / f"worker_{task}.log" for task in range(REPLICAS)]
     workers = []
     try:
         for task, log in enumerate(logs):  # both at once: each waits for the other
-            workers.append(subprocess.Popen(
-                [sys.executable, tiny.__file__, str(task), ports, str(inputs),
-                 str(tmp_path / f"outputs_{task}.npz")],
-                env=env, stdout=log.open("w"), stderr=subprocess.STDOUT))
+            workers.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        tiny.__file__,
+                        str(task),
+                        ports,
+                        str(inputs),
+                        str(tmp_path / f"outputs_{task}.npz"),
+                    ],
+                    env=env,
+                    stdout=log.open("w"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
         for worker in workers:
             worker.wait(timeout=120)
     finally:
@@ -229,10 +262,13 @@ def test_two_workers_train_exactly_like_one_device(
         assert int(outputs["replicas"]) == REPLICAS
         for method in METHODS:
             single = single_device_runs[method]
-            np.testing.assert_allclose(outputs[f"{method}/losses"], single["losses"],
-                                       rtol=RTOL)
-            weights = [outputs[f"{method}/weight_{index}"]
-                       for index in range(len(single["weights"]))]
+            np.testing.assert_allclose(
+                outputs[f"{method}/losses"], single["losses"], rtol=RTOL
+            )
+            weights = [
+                outputs[f"{method}/weight_{index}"]
+                for index in range(len(single["weights"]))
+            ]
             assert_all_close(weights, single["weights"])
 
 
@@ -242,14 +278,20 @@ def test_two_workers_train_exactly_like_one_device(
 def test_replicas_draw_different_views_of_identical_images(strategy):
     with strategy.scope():
         model = keras_barlow.BarlowTwins(
-            tiny.tiny_encoder(), projector_dims=(8,),
-            augmenter=keras_barlow.BarlowTwinsAugment(8, preset="cifar"), seed=3)
+            tiny.tiny_encoder(),
+            projector_dims=(8,),
+            augmenter=keras_barlow.BarlowTwinsAugment(8, preset="cifar"),
+            seed=3,
+        )
     images = np.random.default_rng(4).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
 
     def views_at(step):
         # Identical images on every replica; the seed of a training step.
-        return strategy.experimental_local_results(strategy.run(
-            lambda: model.make_views(tf.constant(images), model._step_seed(step))))
+        return strategy.experimental_local_results(
+            strategy.run(
+                lambda: model.make_views(tf.constant(images), model._step_seed(step))
+            )
+        )
 
     replica0, replica1 = views_at(0)
     later0, _ = views_at(1)
@@ -261,17 +303,21 @@ def test_replicas_draw_different_views_of_identical_images(strategy):
 # ---- clear errors for batches that cannot be split -----------------------------------
 
 
-@pytest.mark.parametrize("batch_size, replicas, received", [
-    (7, 2, "a global batch of 7 for 2 replicas"),
-    (2, 2, "a global batch of 2 for 2 replicas"),
-    (1, 1, "a global batch of 1 for 1 replicas"),
-    (12, 8, "a global batch of 12 for 8 replicas"),
-])
+@pytest.mark.parametrize(
+    "batch_size, replicas, received",
+    [
+        (7, 2, "a global batch of 7 for 2 replicas"),
+        (2, 2, "a global batch of 2 for 2 replicas"),
+        (1, 1, "a global batch of 1 for 1 replicas"),
+        (12, 8, "a global batch of 12 for 8 replicas"),
+    ],
+)
 def test_check_global_batch_rejects_uneven_or_too_small_splits(
     batch_size, replicas, received
 ):
     dataset = tf.data.Dataset.from_tensor_slices(np.zeros((24, 2))).batch(
-        batch_size, drop_remainder=True)
+        batch_size, drop_remainder=True
+    )
     with pytest.raises(ValueError, match=received) as error:
         check_global_batch(dataset, replicas)
     assert "drop_remainder=True" in str(error.value)
@@ -288,7 +334,8 @@ def test_check_global_batch_accepts_even_splits_and_unknown_sizes(batch_size, re
 def pair_dataset(count, batch_size, drop_remainder):
     x1, x2 = tiny.view_pairs(count)
     return tf.data.Dataset.from_tensor_slices((x1, x2)).batch(
-        batch_size, drop_remainder=drop_remainder)
+        batch_size, drop_remainder=drop_remainder
+    )
 
 
 @pytest.mark.parametrize("batch_size", [7, 2])

@@ -8,8 +8,9 @@ import tensorflow as tf
 from keras_barlow import augment, evaluation
 
 
-def numpy_weighted_knn(train, train_labels, test, test_labels, k, temperature,
-                       num_classes):
+def numpy_weighted_knn(
+    train, train_labels, test, test_labels, k, temperature, num_classes
+):
     """InstDisc's weighted kNN, one test sample at a time, in float64."""
     train = train / np.linalg.norm(train, axis=1, keepdims=True)
     test = test / np.linalg.norm(test, axis=1, keepdims=True)
@@ -31,23 +32,34 @@ def clustered_data(rng, centers, count, noise):
     return centers[labels] + noise * rng.normal(size=(count, centers.shape[1])), labels
 
 
-@pytest.mark.parametrize("k, temperature, chunk_size", [
-    (20, 0.07, 16),  # several chunks, the last one partial
-    (1, 0.1, None),
-    (500, 1.0, 7),  # k above the number of training samples
-    (50, 0.005, None),  # exp(1 / 0.005) overflows float32 without care
-])
+@pytest.mark.parametrize(
+    "k, temperature, chunk_size",
+    [
+        (20, 0.07, 16),  # several chunks, the last one partial
+        (1, 0.1, None),
+        (500, 1.0, 7),  # k above the number of training samples
+        (50, 0.005, None),  # exp(1 / 0.005) overflows float32 without care
+    ],
+)
 def test_knn_accuracy_equals_numpy_reference(k, temperature, chunk_size):
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(8, 12))
     train, train_labels = clustered_data(rng, centers, 300, noise=1.5)
     test, test_labels = clustered_data(rng, centers, 101, noise=1.5)
     train[:, 0] += 0.3  # features that are not centered, as after a ReLU
-    expected = numpy_weighted_knn(train, train_labels, test, test_labels,
-                                  min(k, 300), temperature, 8)
+    expected = numpy_weighted_knn(
+        train, train_labels, test, test_labels, min(k, 300), temperature, 8
+    )
     assert 0.2 < expected[0] < 0.9  # neither trivial nor chance: errors would show
-    result = evaluation.knn_accuracy(train, train_labels, test, test_labels, k=k,
-                                     temperature=temperature, chunk_size=chunk_size)
+    result = evaluation.knn_accuracy(
+        train,
+        train_labels,
+        test,
+        test_labels,
+        k=k,
+        temperature=temperature,
+        chunk_size=chunk_size,
+    )
     assert result["top1"] == pytest.approx(expected[0], abs=1e-12)
     assert result["top5"] == pytest.approx(expected[1], abs=1e-12)
 
@@ -66,14 +78,17 @@ def test_knn_accuracy_validates_arguments():
 
 def test_effective_rank_equals_numpy_svd_formula():
     rng = np.random.default_rng(1)
-    for matrix in (rng.normal(size=(32, 16)),
-                   rng.normal(size=(40, 3)) @ rng.normal(size=(3, 24))):  # rank 3
+    for matrix in (
+        rng.normal(size=(32, 16)),
+        rng.normal(size=(40, 3)) @ rng.normal(size=(3, 24)),
+    ):  # rank 3
         singular_values = np.linalg.svd(matrix, compute_uv=False)
         p = singular_values / singular_values.sum()
         p = p[p > 0]
         expected = np.exp(-np.sum(p * np.log(p)))
-        assert float(evaluation.effective_rank(matrix)) == pytest.approx(expected,
-                                                                          rel=1e-4)
+        assert float(evaluation.effective_rank(matrix)) == pytest.approx(
+            expected, rel=1e-4
+        )
     assert float(evaluation.effective_rank(np.eye(6))) == pytest.approx(6.0, rel=1e-5)
     collapsed = np.tile(rng.normal(size=(1, 8)), (10, 1))
     assert float(evaluation.effective_rank(collapsed)) == pytest.approx(1.0, rel=1e-3)
@@ -82,8 +97,9 @@ def test_effective_rank_equals_numpy_svd_formula():
 def test_mean_abs_off_diagonal_equals_numpy():
     c = np.random.default_rng(2).uniform(-1, 1, size=(7, 7))
     expected = np.abs(c[~np.eye(7, dtype=bool)]).mean()
-    assert float(evaluation.mean_abs_off_diagonal(c)) == pytest.approx(expected,
-                                                                        rel=1e-5)
+    assert float(evaluation.mean_abs_off_diagonal(c)) == pytest.approx(
+        expected, rel=1e-5
+    )
 
 
 def test_labeled_subset_is_class_balanced_and_deterministic():
@@ -97,17 +113,20 @@ def test_labeled_subset_is_class_balanced_and_deterministic():
     assert not np.array_equal(subset, evaluation.labeled_subset(labels, 0.1, seed=8))
     # 1% of 100 samples still keeps one example of the class.
     np.testing.assert_array_equal(
-        np.bincount(labels[evaluation.labeled_subset(labels, 0.01)]), [4, 1, 2])
+        np.bincount(labels[evaluation.labeled_subset(labels, 0.01)]), [4, 1, 2]
+    )
     with pytest.raises(ValueError, match="fraction"):
         evaluation.labeled_subset(labels, 0.0)
 
 
 def tiny_encoder(size=16):
-    return keras.Sequential([
-        keras.Input((size, size, 3)),
-        keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
-        keras.layers.GlobalAveragePooling2D(),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
 
 
 def test_extract_features_applies_the_encoder_to_normalized_images():
@@ -123,8 +142,9 @@ def test_extract_features_applies_the_encoder_to_normalized_images():
     np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(found_labels, labels)
 
-    features, no_labels = evaluation.extract_features(encoder, normalized, None,
-                                                      batch_size=3)
+    features, no_labels = evaluation.extract_features(
+        encoder, normalized, None, batch_size=3
+    )
     np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-5)
     assert no_labels is None
 
@@ -143,8 +163,13 @@ def test_linear_probe_on_features_separates_linearly_separable_data():
     rng = np.random.default_rng(5)
     features, labels = separable_features(rng, 1200)
     result = evaluation.linear_probe_on_features(
-        features[:1000], labels[:1000], features[1000:], labels[1000:], epochs=20,
-        batch_size=64)
+        features[:1000],
+        labels[:1000],
+        features[1000:],
+        labels[1000:],
+        epochs=20,
+        batch_size=64,
+    )
     assert result.top1 > 0.95
     # The reported accuracy is that of the returned classifier's predictions.
     predictions = result.classifier.predict(features[1000:], verbose=0).argmax(axis=1)
@@ -182,15 +207,19 @@ def test_classifier_step_is_sgd_with_a_backbone_learning_rate():
     images = rng.normal(size=(8, 16, 16, 3)).astype(np.float32)
     labels = rng.integers(0, 3, 8)
     encoder = tiny_encoder()
-    classifier = evaluation.Classifier(3, encoder, backbone_ratio=0.1,
-                                       weight_decay=0.01)
+    classifier = evaluation.Classifier(
+        3, encoder, backbone_ratio=0.1, weight_decay=0.01
+    )
     classifier(images)
     variables = classifier.head.trainable_variables + encoder.trainable_variables
     before = [v.numpy() for v in variables]
     with tf.GradientTape() as tape:
         logits = classifier.head(encoder(images))
-        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
-            labels, logits, from_logits=True))
+        loss = tf.reduce_mean(
+            keras.losses.sparse_categorical_crossentropy(
+                labels, logits, from_logits=True
+            )
+        )
         loss += 0.005 * sum(tf.reduce_sum(tf.square(v)) for v in variables)
     gradients = tape.gradient(loss, variables)
 
@@ -201,30 +230,38 @@ def test_classifier_step_is_sgd_with_a_backbone_learning_rate():
     steps = zip(variables, before, gradients, strict=True)
     for index, (variable, old, gradient) in enumerate(steps):
         learning_rate = 0.5 if index < head_count else 0.05
-        np.testing.assert_allclose(variable.numpy(),
-                                   old - learning_rate * gradient.numpy(),
-                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            variable.numpy(),
+            old - learning_rate * gradient.numpy(),
+            rtol=1e-4,
+            atol=1e-6,
+        )
 
 
 def test_fine_tune_trains_the_encoder_on_a_labeled_subset():
     rng = np.random.default_rng(8)
     images, labels = colored_images(rng, 400)
     indices = evaluation.labeled_subset(labels[:360], 0.25, seed=0)
-    train = tf.data.Dataset.from_tensor_slices(
-        (images[indices], labels[indices])).shuffle(90, seed=0).batch(30)
+    train = (
+        tf.data.Dataset.from_tensor_slices((images[indices], labels[indices]))
+        .shuffle(90, seed=0)
+        .batch(30)
+    )
     test = tf.data.Dataset.from_tensor_slices((images[360:], labels[360:])).batch(40)
     encoder = tiny_encoder()
     kernel_before = encoder.get_layer("conv").kernel.numpy()
 
-    result = evaluation.fine_tune(encoder, train, test, epochs=8,
-                                  backbone_learning_rate=0.05)
+    result = evaluation.fine_tune(
+        encoder, train, test, epochs=8, backbone_learning_rate=0.05
+    )
 
     assert result.top1 > 0.95
     assert not np.allclose(encoder.get_layer("conv").kernel.numpy(), kernel_before)
 
 
 def test_preprocess_auto_needs_a_fixed_input_size():
-    encoder = keras.Sequential([keras.Input((None, None, 3)),
-                                keras.layers.GlobalAveragePooling2D()])
+    encoder = keras.Sequential(
+        [keras.Input((None, None, 3)), keras.layers.GlobalAveragePooling2D()]
+    )
     with pytest.raises(ValueError, match="Preprocess"):
         evaluation.extract_features(encoder, np.zeros((2, 8, 8, 3), np.uint8))

@@ -26,9 +26,22 @@ sys.path.insert(0, str(EXAMPLES))
 import cifar10_barlow as example  # noqa: E402
 
 CLASSES, PER_CLASS, SIZE = 3, 16, 16
-TINY = ["--backbone", "convnet", "--projector", "16-16", "--image_size", str(SIZE),
-        "--batch_size", "8", "--val_count", "12", "--linear_epochs", "2",
-        "--verbose", "0"]
+TINY = [
+    "--backbone",
+    "convnet",
+    "--projector",
+    "16-16",
+    "--image_size",
+    str(SIZE),
+    "--batch_size",
+    "8",
+    "--val_count",
+    "12",
+    "--linear_epochs",
+    "2",
+    "--verbose",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +79,27 @@ def read_weights(path):
     """Every array of a Keras `.weights.h5` file, by its path in the file."""
     arrays = {}
     with h5py.File(path, "r") as file:
-        file.visititems(lambda name, item: arrays.update(
-            {name: item[()]} if isinstance(item, h5py.Dataset) else {}))
+        file.visititems(
+            lambda name, item: arrays.update(
+                {name: item[()]} if isinstance(item, h5py.Dataset) else {}
+            )
+        )
     return arrays
 
 
-def test_pretrains_resumes_exactly_evaluates_and_exports(archive, tmp_path,
-                                                          run_example, capsys):
+def test_pretrains_resumes_exactly_evaluates_and_exports(
+    archive, tmp_path, run_example, capsys
+):
     model_dir = tmp_path / "run"
-    args = ["--data", str(archive), "--model_dir", str(model_dir), *TINY,
-            "--epochs", "2"]
+    args = [
+        "--data",
+        str(archive),
+        "--model_dir",
+        str(model_dir),
+        *TINY,
+        "--epochs",
+        "2",
+    ]
     first = run_example(*args, "--knn_every", "1")
     assert first["initial_epoch"] == 0 and first["train_images"] == 36
     assert first["steps_per_epoch"] == 36 // 8 and first["images_per_second"] > 0
@@ -102,9 +126,15 @@ def test_pretrains_resumes_exactly_evaluates_and_exports(archive, tmp_path,
     served = tf.saved_model.load(second["saved_model"]).signatures["serving_default"]
     features = []
     for subset in ("training", "validation"):
-        images = data.from_image_folder(archive, image_size=SIZE, batch_size=64,
-                                        training=False, subset=subset, val_count=12,
-                                        split_seed=example.SPLIT_SEED)
+        images = data.from_image_folder(
+            archive,
+            image_size=SIZE,
+            batch_size=64,
+            training=False,
+            subset=subset,
+            val_count=12,
+            split_seed=example.SPLIT_SEED,
+        )
         batches = [(served(images=x)["features"].numpy(), y.numpy()) for x, y in images]
         features += [np.concatenate(part) for part in zip(*batches, strict=True)]
     assert features[0].shape == (36, 8 * 32) and features[2].shape == (12, 8 * 32)
@@ -119,11 +149,15 @@ def test_pretrains_resumes_exactly_evaluates_and_exports(archive, tmp_path,
 
 def test_settings_may_change_only_in_the_epochs(tmp_path):
     path = str(tmp_path / "settings.json")
-    settings = {"seed": 0, "recipe": {"epochs": 10, "warmup_epochs": 1,
-                                      "projector_dims": (16, 16)}}
+    settings = {
+        "seed": 0,
+        "recipe": {"epochs": 10, "warmup_epochs": 1, "projector_dims": (16, 16)},
+    }
     example.check_settings(path, settings)  # a new run: stored
-    longer = {"seed": 0, "recipe": {"epochs": 20, "warmup_epochs": 2,
-                                    "projector_dims": (16, 16)}}
+    longer = {
+        "seed": 0,
+        "recipe": {"epochs": 20, "warmup_epochs": 2, "projector_dims": (16, 16)},
+    }
     example.check_settings(path, longer)  # more epochs: resumable
     with pytest.raises(ValueError, match=r"seed: 0 -> 1.*another --model_dir"):
         example.check_settings(path, {**settings, "seed": 1})
@@ -132,9 +166,21 @@ def test_settings_may_change_only_in_the_epochs(tmp_path):
 def test_tfds_source_with_mock_data(tmp_path, run_example):
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=40):
-        summary = run_example("--data", "tfds", "--model_dir", str(tmp_path), *TINY,
-                              "--epochs", "1", "--steps_per_epoch", "2",
-                              "--eval", "knn", "--val_count", "10")
+        summary = run_example(
+            "--data",
+            "tfds",
+            "--model_dir",
+            str(tmp_path),
+            *TINY,
+            "--epochs",
+            "1",
+            "--steps_per_epoch",
+            "2",
+            "--eval",
+            "knn",
+            "--val_count",
+            "10",
+        )
     assert summary["data"] == "TFDS cifar10"
     assert (summary["train_images"], summary["val_images"]) == (30, 10)
     assert summary["steps_per_epoch"] == 2 and "linear" not in summary
@@ -152,5 +198,7 @@ def test_clear_errors_before_any_work(tmp_path, run_example, monkeypatch):
     with pytest.raises(ValueError, match=r"--task_index.*\[0, 1\].*Received: 2"):
         example.tf_config(["a:1", "b:2"], 2)
     config = json.loads(example.tf_config(["a:1", "b:2"], 1))
-    assert config == {"cluster": {"worker": ["a:1", "b:2"]},
-                      "task": {"type": "worker", "index": 1}}
+    assert config == {
+        "cluster": {"worker": ["a:1", "b:2"]},
+        "task": {"type": "worker", "index": 1},
+    }

@@ -46,8 +46,12 @@ def trained_model():
         tiny_encoder(), projector_dims=(16, EMBEDDINGS), augmenter="cifar", seed=3
     )
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
-    model.fit(random_images(0, (8, IMAGE_SIZE, IMAGE_SIZE, 3)), batch_size=8,
-              epochs=1, verbose=0)
+    model.fit(
+        random_images(0, (8, IMAGE_SIZE, IMAGE_SIZE, 3)),
+        batch_size=8,
+        epochs=1,
+        verbose=0,
+    )
     return model
 
 
@@ -110,10 +114,16 @@ def test_saved_model_serves_in_fresh_process(trained_model, tmp_path):
 
     # Mixed sizes and formats in one request. PNG is lossless, so its reference
     # is the original array; the JPEG reference is TF's own decoder.
-    originals = [random_images(3, (32, 32, 3)), random_images(4, (45, 30, 3)),
-                 random_images(5, (36, 50, 3))]
-    encoded = [tf.io.encode_png(originals[0]), tf.io.encode_png(originals[1]),
-               tf.io.encode_jpeg(originals[2])]
+    originals = [
+        random_images(3, (32, 32, 3)),
+        random_images(4, (45, 30, 3)),
+        random_images(5, (36, 50, 3)),
+    ]
+    encoded = [
+        tf.io.encode_png(originals[0]),
+        tf.io.encode_png(originals[1]),
+        tf.io.encode_jpeg(originals[2]),
+    ]
     decoded = originals[:2] + [tf.io.decode_jpeg(encoded[2]).numpy()]
     expected = [in_memory_features(trained_model, image[None])[0] for image in decoded]
     for index, blob in enumerate(encoded):
@@ -121,15 +131,19 @@ def test_saved_model_serves_in_fresh_process(trained_model, tmp_path):
     np.save(data / "encoded_count.npy", len(encoded))
     np.save(data / "encoded_features.npy", np.concatenate(expected))
 
-    path = export.export_encoder(trained_model, tmp_path / "served",
-                                 include_projector=True)
+    path = export.export_encoder(
+        trained_model, tmp_path / "served", include_projector=True
+    )
     assert path == os.path.join(tmp_path / "served", "1")
     assert sorted(os.listdir(tmp_path / "served")) == ["1"]  # no staging leftovers
     assert os.path.isfile(os.path.join(path, "saved_model.pb"))
 
     result = subprocess.run(
         [sys.executable, "-c", SERVING_CHECK, str(data), path],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     errors = json.loads(result.stdout.strip().splitlines()[-1])
@@ -139,20 +153,28 @@ def test_saved_model_serves_in_fresh_process(trained_model, tmp_path):
     signatures = parse_saved_model_cli(path)
     images = {"images": ("DT_UINT8", "(-1, -1, -1, 3)")}
     assert signatures["serving_default"] == {
-        "inputs": images, "outputs": {"features": ("DT_FLOAT", f"(-1, {FEATURES})")}}
+        "inputs": images,
+        "outputs": {"features": ("DT_FLOAT", f"(-1, {FEATURES})")},
+    }
     assert signatures["serve_jpeg"] == {
         "inputs": {"image_bytes": ("DT_STRING", "(-1)")},
-        "outputs": {"features": ("DT_FLOAT", f"(-1, {FEATURES})")}}
+        "outputs": {"features": ("DT_FLOAT", f"(-1, {FEATURES})")},
+    }
     assert signatures["serve_embeddings"] == {
         "inputs": images,
-        "outputs": {"embeddings": ("DT_FLOAT", f"(-1, {EMBEDDINGS})")}}
+        "outputs": {"embeddings": ("DT_FLOAT", f"(-1, {EMBEDDINGS})")},
+    }
 
 
 def parse_saved_model_cli(path):
     """`saved_model_cli show --all` as {signature: {side: {name: (dtype, shape)}}}."""
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    result = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [cli, "show", "--dir", path, "--all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     signatures, current, side = {}, None, None
     for line in result.stdout.splitlines():
@@ -187,8 +209,9 @@ def test_features_are_float32_under_mixed_precision(tmp_path):
     served = tf.saved_model.load(export.export_encoder(encoder, tmp_path))
     features = served.signatures["serving_default"](images=tf.constant(images))
     assert features["features"].dtype == tf.float32
-    np.testing.assert_allclose(features["features"].numpy(), expected,
-                               rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(
+        features["features"].numpy(), expected, rtol=1e-2, atol=1e-2
+    )
 
 
 def test_keras_file_round_trip_continues_training(trained_model, tmp_path):
@@ -200,13 +223,17 @@ def test_keras_file_round_trip_continues_training(trained_model, tmp_path):
     assert loaded.seed == trained_model.seed
     images = random_images(7, (4, IMAGE_SIZE, IMAGE_SIZE, 3))
     views = keras_barlow.Preprocess(IMAGE_SIZE)(images)
-    np.testing.assert_array_equal(loaded.predict(views, verbose=0),
-                                  trained_model.predict(views, verbose=0))
+    np.testing.assert_array_equal(
+        loaded.predict(views, verbose=0), trained_model.predict(views, verbose=0)
+    )
 
     iterations = int(trained_model.optimizer.iterations)
     assert int(loaded.optimizer.iterations) == iterations == 1
-    momenta = {v.path: v.numpy() for v in trained_model.optimizer.variables
-               if "momentum" in v.path}
+    momenta = {
+        v.path: v.numpy()
+        for v in trained_model.optimizer.variables
+        if "momentum" in v.path
+    }
     assert momenta and all(np.any(m != 0) for m in momenta.values())
     for variable in loaded.optimizer.variables:
         if variable.path in momenta:
@@ -221,8 +248,13 @@ def test_keras_file_round_trip_continues_training(trained_model, tmp_path):
     assert int(loaded.optimizer.iterations) == 2
     pairs = zip(loaded.weights, trained_model.weights, strict=True)
     for resumed, uninterrupted in pairs:
-        np.testing.assert_allclose(resumed.numpy(), uninterrupted.numpy(),
-                                   rtol=1e-5, atol=1e-6, err_msg=resumed.path)
+        np.testing.assert_allclose(
+            resumed.numpy(),
+            uninterrupted.numpy(),
+            rtol=1e-5,
+            atol=1e-6,
+            err_msg=resumed.path,
+        )
 
 
 def test_existing_version_needs_overwrite(tmp_path):
@@ -299,6 +331,7 @@ def test_size_free_encoder_exports_at_the_requested_size(tmp_path):
     got = served.signatures["serving_default"](images=tf.constant(images))["features"]
     # Mean over the 8x8 center crop of the image resized to 14x8 (shorter side 8).
     resized = tf.image.resize(images / 255.0, (14, 8), antialias=True)[:, 3:11]
-    expected = (np.mean(resized, axis=(1, 2)) - keras_barlow.augment.IMAGENET_MEAN) \
-        / keras_barlow.augment.IMAGENET_STD
+    expected = (
+        np.mean(resized, axis=(1, 2)) - keras_barlow.augment.IMAGENET_MEAN
+    ) / keras_barlow.augment.IMAGENET_STD
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)

@@ -37,13 +37,17 @@ def test_terms_match_numpy():
     z1, z2 = correlated_pair(48, 96, seed=1)
     _, on_diag, off_diag = numpy_terms(z1.astype(np.float64), z2.astype(np.float64))
     got_on, got_off = losses.barlow_twins_terms(z1, z2)
-    np.testing.assert_allclose([float(got_on), float(got_off)], [on_diag, off_diag], rtol=1e-4)
+    np.testing.assert_allclose(
+        [float(got_on), float(got_off)], [on_diag, off_diag], rtol=1e-4
+    )
 
 
 def test_cross_correlation_matches_numpy():
     z1, z2 = correlated_pair(40, 24, seed=2)
     expected, _, _ = numpy_terms(z1.astype(np.float64), z2.astype(np.float64))
-    np.testing.assert_allclose(losses.cross_correlation(z1, z2).numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        losses.cross_correlation(z1, z2).numpy(), expected, atol=1e-5
+    )
 
 
 def test_identical_views_have_unit_diagonal():
@@ -60,9 +64,15 @@ def test_gram_and_cross_correlation_paths_agree_in_value_and_gradient(n, d):
         v1, v2 = tf.Variable(z1), tf.Variable(z2)
         with tf.GradientTape() as tape:
             loss = losses.barlow_twins_loss(v1, v2, method=method)
-        results[method] = (loss.numpy(), *[g.numpy() for g in tape.gradient(loss, [v1, v2])])
-    for got, expected in zip(results["gram"], results["cross_correlation"]):
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+        results[method] = (
+            loss.numpy(),
+            *[g.numpy() for g in tape.gradient(loss, [v1, v2])],
+        )
+    pairs = zip(results["gram"], results["cross_correlation"], strict=True)
+    for got, expected in pairs:
+        np.testing.assert_allclose(
+            got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max()
+        )
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -70,7 +80,9 @@ def test_low_precision_inputs_are_computed_in_float32(dtype):
     z1, z2 = correlated_pair(32, 64, seed=5)
     low1, low2 = tf.cast(z1, dtype), tf.cast(z2, dtype)
     loss = losses.barlow_twins_loss(low1, low2)
-    reference = losses.barlow_twins_loss(tf.cast(low1, tf.float32), tf.cast(low2, tf.float32))
+    reference = losses.barlow_twins_loss(
+        tf.cast(low1, tf.float32), tf.cast(low2, tf.float32)
+    )
     assert loss.dtype == tf.float32
     np.testing.assert_allclose(float(loss), float(reference), rtol=1e-6)
 
@@ -85,7 +97,9 @@ def test_float64_inputs_are_computed_in_float64():
 
 def test_perfectly_invariant_decorrelated_embeddings_have_zero_loss():
     # Zero-mean, orthogonal columns of equal norm: C is the identity.
-    basis = np.concatenate([np.ones((64, 1)), np.random.default_rng(6).normal(size=(64, 32))], 1)
+    basis = np.concatenate(
+        [np.ones((64, 1)), np.random.default_rng(6).normal(size=(64, 32))], 1
+    )
     q, _ = np.linalg.qr(basis)
     z = (8.0 * q[:, 1:]).astype(np.float32)
     assert float(losses.barlow_twins_loss(z, z)) < 1e-6
@@ -107,9 +121,17 @@ def test_works_inside_tf_function():
 @pytest.mark.parametrize(
     "z1, z2, message",
     [
-        (np.zeros((4, 2, 3), np.float32), np.zeros((4, 2, 3), np.float32), "batch_size, dim"),
+        (
+            np.zeros((4, 2, 3), np.float32),
+            np.zeros((4, 2, 3), np.float32),
+            "batch_size, dim",
+        ),
         (np.zeros((4, 3), np.float32), np.zeros((4, 5), np.float32), "same shape"),
-        (np.zeros((1, 3), np.float32), np.zeros((1, 3), np.float32), "at least 2 samples"),
+        (
+            np.zeros((1, 3), np.float32),
+            np.zeros((1, 3), np.float32),
+            "at least 2 samples",
+        ),
         (np.zeros((4, 3), np.int32), np.zeros((4, 3), np.int32), "floating point"),
     ],
 )

@@ -10,8 +10,9 @@ from keras_barlow.optimizers import LARS
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (32, 8, 8, 3), dtype="uint8")
 # Ready views for a model without augmenter: [0, 1] images and their mirror images.
-VIEWS = tuple((images / 255.0).astype("float32")
-              for images in (IMAGES, IMAGES[:, :, ::-1]))
+VIEWS = tuple(
+    (images / 255.0).astype("float32") for images in (IMAGES, IMAGES[:, :, ::-1])
+)
 
 
 @pytest.fixture
@@ -24,15 +25,18 @@ def policy(request):
 def tiny_model(augmenter):
     """Built under the current global policy."""
     keras.utils.set_random_seed(0)
-    encoder = keras.Sequential([
-        keras.Input((8, 8, 3)),
-        keras.layers.Conv2D(8, 3, use_bias=False),
-        keras.layers.BatchNormalization(),
-        keras.layers.ReLU(),
-        keras.layers.GlobalAveragePooling2D(),
-    ])
-    return keras_barlow.BarlowTwins(encoder, projector_dims=(16, 16),
-                                    augmenter=augmenter, seed=0)
+    encoder = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(8, 3, use_bias=False),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
+    return keras_barlow.BarlowTwins(
+        encoder, projector_dims=(16, 16), augmenter=augmenter, seed=0
+    )
 
 
 def check_loss_is_float32(model, data, compute_dtype):

@@ -70,23 +70,32 @@ def train(optimizer, steps=STEPS):
 
 
 def lars(**kwargs):
-    return LARS(LEARNING_RATE, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, eta=ETA,
-                **kwargs)
+    return LARS(
+        LEARNING_RATE, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, eta=ETA, **kwargs
+    )
 
 
 # (LARS arguments, then per (kernel, bias): weight decay?, trust ratio?, lr factor).
 CASES = {
-    "default: ndim <= 1 excluded": (
-        {}, (True, False), (True, False), (1.0, 1.0)),
+    "default: ndim <= 1 excluded": ({}, (True, False), (True, False), (1.0, 1.0)),
     "no exclusions": (
         dict(exclude_from_weight_decay=[], exclude_from_adaptation=[]),
-        (True, True), (True, True), (1.0, 1.0)),
+        (True, True),
+        (True, True),
+        (1.0, 1.0),
+    ),
     "exclusions by name replace the rule": (
         dict(exclude_from_weight_decay=["kernel"], exclude_from_adaptation=["bias$"]),
-        (False, True), (True, False), (1.0, 1.0)),
+        (False, True),
+        (True, False),
+        (1.0, 1.0),
+    ),
     "bias learning rate multiplier": (
         dict(bias_learning_rate_multiplier=0.0048 / 0.2),
-        (True, False), (True, False), (1.0, 0.024)),
+        (True, False),
+        (True, False),
+        (1.0, 0.024),
+    ),
 }
 
 
@@ -123,7 +132,8 @@ def test_schedule_drives_the_learning_rate():
     # Step 0 of the warm-up has learning rate 0: nothing moves.
     np.testing.assert_array_equal(layer_weights[0], KERNEL)
     np.testing.assert_allclose(
-        float(optimizer.learning_rate), LEARNING_RATE / 2, rtol=1e-6)
+        float(optimizer.learning_rate), LEARNING_RATE / 2, rtol=1e-6
+    )
 
 
 def test_mirrored_strategy_step_equals_single_device_step(mirrored_strategy):
@@ -146,17 +156,22 @@ def test_mirrored_strategy_step_equals_single_device_step(mirrored_strategy):
         strategy.run(replica_step, args=(x, y))
 
     batches = strategy.experimental_distribute_dataset(
-        tf.data.Dataset.from_tensor_slices((X, Y)).batch(len(X)).repeat(3))
+        tf.data.Dataset.from_tensor_slices((X, Y)).batch(len(X)).repeat(3)
+    )
     for x, y in batches:
         distributed_step(x, y)
 
     single_device = train(lars(bias_learning_rate_multiplier=0.5), steps=3)
-    for variable, expected in zip(layer.trainable_variables, single_device,
-                                  strict=True):
+    for variable, expected in zip(
+        layer.trainable_variables, single_device, strict=True
+    ):
         np.testing.assert_allclose(variable.numpy(), expected, rtol=0, atol=1e-6)
     np.testing.assert_allclose(
         layer.trainable_variables[0].numpy(),
-        numpy_lars(3, (True, False), (True, False), (1.0, 0.5))[0], rtol=0, atol=1e-6)
+        numpy_lars(3, (True, False), (True, False), (1.0, 0.5))[0],
+        rtol=0,
+        atol=1e-6,
+    )
 
 
 def test_inside_loss_scale_optimizer():
@@ -177,8 +192,14 @@ def test_inside_loss_scale_optimizer():
 def test_config_round_trip():
     optimizer = LARS(
         WarmupCosine(0.4, total_steps=100, warmup_steps=10, end_factor=0.01),
-        momentum=0.8, weight_decay=1e-4, eta=0.02, exclude_from_weight_decay=["bias"],
-        exclude_from_adaptation=[], bias_learning_rate_multiplier=0.5, clipnorm=1.0)
+        momentum=0.8,
+        weight_decay=1e-4,
+        eta=0.02,
+        exclude_from_weight_decay=["bias"],
+        exclude_from_adaptation=[],
+        bias_learning_rate_multiplier=0.5,
+        clipnorm=1.0,
+    )
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
     assert type(restored) is LARS
     assert restored.get_config() == optimizer.get_config()
@@ -200,15 +221,18 @@ def test_saved_model_restores_optimizer_state(tmp_path):
         np.testing.assert_array_equal(saved.numpy(), loaded.numpy())
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(momentum=1.0), "momentum"),
-    (dict(momentum=-0.1), "momentum"),
-    (dict(weight_decay=-1e-6), "weight_decay"),
-    (dict(eta=0.0), "eta"),
-    (dict(bias_learning_rate_multiplier=-1.0), "bias_learning_rate_multiplier"),
-    (dict(exclude_from_weight_decay="bias"), "exclude_from_weight_decay"),
-    (dict(exclude_from_adaptation=["("]), "exclude_from_adaptation"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(momentum=1.0), "momentum"),
+        (dict(momentum=-0.1), "momentum"),
+        (dict(weight_decay=-1e-6), "weight_decay"),
+        (dict(eta=0.0), "eta"),
+        (dict(bias_learning_rate_multiplier=-1.0), "bias_learning_rate_multiplier"),
+        (dict(exclude_from_weight_decay="bias"), "exclude_from_weight_decay"),
+        (dict(exclude_from_adaptation=["("]), "exclude_from_adaptation"),
+    ],
+)
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LARS(0.1, **kwargs)

@@ -42,10 +42,15 @@ def test_missing_matplotlib_raises_an_import_error_with_the_fix(monkeypatch):
 def test_keras_barlow_works_without_matplotlib():
     # Keras imports matplotlib when it is installed, so the check is that nothing
     # of keras_barlow but the figures needs it: block it in a fresh interpreter.
-    code = ("import sys; sys.modules['matplotlib'] = None;"
-            "import numpy, keras_barlow, keras_barlow.plotting;"
-            "from keras_barlow import callbacks, evaluation;"
-            "callbacks.correlation_image(numpy.eye(4))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    code = (
+        "import sys; sys.modules['matplotlib'] = None;"
+        "import numpy, keras_barlow, keras_barlow.plotting;"
+        "from keras_barlow import callbacks, evaluation;"
+        "callbacks.correlation_image(numpy.eye(4))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert result.returncode == 0, result.stderr.decode()[-2000:]

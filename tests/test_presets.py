@@ -13,22 +13,44 @@ from keras_barlow.schedules import WarmupCosine
 # Written from the paper / facebookresearch/barlowtwins and solo-learn's
 # scripts/pretrain/cifar/barlow.yaml, not from keras_barlow/presets.py.
 IMAGENET = dict(
-    backbone="ResNet50", stem="imagenet", image_size=224, augment="imagenet",
-    projector_dims=(8192, 8192, 8192), lambd=0.0051, scale_loss=1.0,
-    batch_size=2048, epochs=1000, warmup_epochs=10, learning_rate_weights=0.2,
-    learning_rate_biases=0.0048, momentum=0.9, eta=0.001, weight_decay=1.5e-6,
+    backbone="ResNet50",
+    stem="imagenet",
+    image_size=224,
+    augment="imagenet",
+    projector_dims=(8192, 8192, 8192),
+    lambd=0.0051,
+    scale_loss=1.0,
+    batch_size=2048,
+    epochs=1000,
+    warmup_epochs=10,
+    learning_rate_weights=0.2,
+    learning_rate_biases=0.0048,
+    momentum=0.9,
+    eta=0.001,
+    weight_decay=1.5e-6,
     end_factor=0.001,
 )
 CIFAR = dict(
-    backbone="ResNet18", stem="cifar", image_size=32, augment="cifar",
-    projector_dims=(2048, 2048, 2048), lambd=0.0051, scale_loss=0.1,
-    batch_size=256, epochs=1000, warmup_epochs=10, learning_rate_weights=0.3,
-    momentum=0.9, eta=0.02, weight_decay=1e-4,
+    backbone="ResNet18",
+    stem="cifar",
+    image_size=32,
+    augment="cifar",
+    projector_dims=(2048, 2048, 2048),
+    lambd=0.0051,
+    scale_loss=0.1,
+    batch_size=256,
+    epochs=1000,
+    warmup_epochs=10,
+    learning_rate_weights=0.3,
+    momentum=0.9,
+    eta=0.02,
+    weight_decay=1e-4,
 )
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("imagenet-resnet50", IMAGENET), ("cifar10-resnet18", CIFAR)])
+@pytest.mark.parametrize(
+    "name, expected", [("imagenet-resnet50", IMAGENET), ("cifar10-resnet18", CIFAR)]
+)
 def test_values(name, expected):
     recipe = presets.get(name)
     assert recipe.name == name
@@ -59,20 +81,29 @@ def test_optimizer_and_schedule():
     assert isinstance(optimizer, LARS)
     config = optimizer.get_config()
     assert (config["momentum"], config["eta"], config["weight_decay"]) == (
-        0.9, 0.001, 1.5e-6)
+        0.9,
+        0.001,
+        1.5e-6,
+    )
     assert config["bias_learning_rate_multiplier"] == pytest.approx(0.0048 / 0.2)
     assert config["exclude_from_weight_decay"] is None  # the ndim <= 1 rule
     schedule = optimizer._learning_rate
     assert isinstance(schedule, WarmupCosine)
-    assert schedule.get_config() == pytest.approx(dict(
-        base_learning_rate=1.6, total_steps=1000 * steps_per_epoch,
-        warmup_steps=10 * steps_per_epoch, end_factor=0.001))
+    assert schedule.get_config() == pytest.approx(
+        dict(
+            base_learning_rate=1.6,
+            total_steps=1000 * steps_per_epoch,
+            warmup_steps=10 * steps_per_epoch,
+            end_factor=0.001,
+        )
+    )
 
 
 def test_model_from_recipe():
     recipe = presets.get("cifar10-resnet18").replace(projector_dims=(16, 16))
-    encoder = keras.Sequential([keras.Input((32, 32, 3)),
-                                keras.layers.GlobalAveragePooling2D()])
+    encoder = keras.Sequential(
+        [keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D()]
+    )
     model = recipe.model(encoder, seed=1)
     assert isinstance(model, keras_barlow.BarlowTwins)
     assert model.encoder is encoder
@@ -88,8 +119,10 @@ def test_encoder_from_recipe():
     assert encoder.input_shape == (None, 32, 32, 3)
     # NOTES: ResNet-18 with the CIFAR stem (3x3 stride-1, no max-pool).
     assert sum(v.numpy().size for v in encoder.trainable_variables) == 11_168_832
-    assert getattr(backbones, presets.get("imagenet-resnet50").backbone) is \
-        backbones.ResNet50
+    assert (
+        getattr(backbones, presets.get("imagenet-resnet50").backbone)
+        is backbones.ResNet50
+    )
 
 
 def test_override():

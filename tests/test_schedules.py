@@ -24,15 +24,18 @@ def reference_learning_rate(step, base, total_steps, warmup_steps, end_factor):
 BASE, TOTAL, WARMUP = 0.2 * 2048 / 256, 1000 * 625, 10 * 625
 
 
-@pytest.mark.parametrize("step", [
-    0,  # start of the warm-up
-    WARMUP // 2,  # mid warm-up
-    WARMUP - 1,  # last warm-up step
-    WARMUP,  # end of the warm-up: the peak
-    (WARMUP + TOTAL) // 2,  # middle of the cosine
-    TOTAL - 1,
-    TOTAL,  # end
-])
+@pytest.mark.parametrize(
+    "step",
+    [
+        0,  # start of the warm-up
+        WARMUP // 2,  # mid warm-up
+        WARMUP - 1,  # last warm-up step
+        WARMUP,  # end of the warm-up: the peak
+        (WARMUP + TOTAL) // 2,  # middle of the cosine
+        TOTAL - 1,
+        TOTAL,  # end
+    ],
+)
 def test_matches_reference(step):
     schedule = WarmupCosine(BASE, TOTAL, WARMUP, end_factor=0.001)
     expected = reference_learning_rate(step, BASE, TOTAL, WARMUP, 0.001)
@@ -43,7 +46,10 @@ def test_landmarks():
     schedule = WarmupCosine(1.0, total_steps=300, warmup_steps=100, end_factor=0.01)
     np.testing.assert_allclose(
         [float(schedule(step)) for step in (0, 50, 100, 200, 300, 10_000)],
-        [0.0, 0.5, 1.0, (1.0 + 0.01) / 2, 0.01, 0.01], rtol=1e-6, atol=1e-7)
+        [0.0, 0.5, 1.0, (1.0 + 0.01) / 2, 0.01, 0.01],
+        rtol=1e-6,
+        atol=1e-7,
+    )
 
 
 def test_without_warmup_starts_at_the_peak():
@@ -55,21 +61,27 @@ def test_without_warmup_starts_at_the_peak():
 def test_serialization_round_trip():
     schedule = WarmupCosine(0.3, total_steps=1000, warmup_steps=100, end_factor=0.0)
     restored = keras.optimizers.schedules.deserialize(
-        keras.optimizers.schedules.serialize(schedule))
+        keras.optimizers.schedules.serialize(schedule)
+    )
     assert type(restored) is WarmupCosine
     assert restored.get_config() == schedule.get_config()
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(base_learning_rate=0.0), "base_learning_rate"),
-    (dict(total_steps=0), "total_steps"),
-    (dict(total_steps=10.5), "total_steps"),
-    (dict(warmup_steps=100), "warmup_steps"),
-    (dict(warmup_steps=-1), "warmup_steps"),
-    (dict(end_factor=1.5), "end_factor"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(base_learning_rate=0.0), "base_learning_rate"),
+        (dict(total_steps=0), "total_steps"),
+        (dict(total_steps=10.5), "total_steps"),
+        (dict(warmup_steps=100), "warmup_steps"),
+        (dict(warmup_steps=-1), "warmup_steps"),
+        (dict(end_factor=1.5), "end_factor"),
+    ],
+)
 def test_invalid_arguments(kwargs, message):
-    arguments = {**dict(base_learning_rate=0.1, total_steps=100, warmup_steps=10),
-                 **kwargs}
+    arguments = {
+        **dict(base_learning_rate=0.1, total_steps=100, warmup_steps=10),
+        **kwargs,
+    }
     with pytest.raises(ValueError, match=message):
         WarmupCosine(**arguments)

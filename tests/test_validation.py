@@ -16,8 +16,13 @@ SIZE = 8
 
 
 def make_model():
-    encoder = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(4, 3),
-                                keras.layers.GlobalAveragePooling2D()])
+    encoder = keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 3)),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
     model = BarlowTwins(encoder, projector_dims=(4,), augmenter="cifar", seed=0)
     model.compile(optimizer="sgd")
     return model
@@ -42,25 +47,31 @@ def fit_fails(data, error, match, unchanged=True, **kwargs):
 
 
 def batches(*arrays, size=4):
-    return tf.data.Dataset.from_tensor_slices(arrays if len(arrays) > 1 else arrays[0]
-                                              ).batch(size)
+    return tf.data.Dataset.from_tensor_slices(
+        arrays if len(arrays) > 1 else arrays[0]
+    ).batch(size)
 
 
 def test_images_without_batch_axis():
-    message = fit_fails(batches(pixels()[..., 0]), ValueError,
-                        r"shape \(batch_size, height, width, 3\)")
+    message = fit_fails(
+        batches(pixels()[..., 0]), ValueError, r"shape \(batch_size, height, width, 3\)"
+    )
     assert "Received: shape (None, 8, 8)" in message and "dataset.batch(n)" in message
 
 
 def test_grayscale_images():
-    message = fit_fails(batches(pixels(channels=1)), ValueError,
-                        "Expected 3 color channels")
+    message = fit_fails(
+        batches(pixels(channels=1)), ValueError, "Expected 3 color channels"
+    )
     assert "Received: 1 channels" in message and "grayscale_to_rgb" in message
 
 
 def test_float_pixels_outside_0_255():
-    message = fit_fails(batches(pixels() * 2), tf.errors.InvalidArgumentError,
-                        "Float images must hold pixel values in \\[0, 255\\]")
+    message = fit_fails(
+        batches(pixels() * 2),
+        tf.errors.InvalidArgumentError,
+        "Float images must hold pixel values in \\[0, 255\\]",
+    )
     assert "values from] [0] [to] [510]" in message
     assert "Multiply images in [0, 1] by 255" in message
 
@@ -68,14 +79,16 @@ def test_float_pixels_outside_0_255():
 def test_nan_pixels():
     images = pixels()
     images[1, 1, 2, 0] = np.nan
-    message = fit_fails(batches(images), tf.errors.InvalidArgumentError,
-                        "without NaN or Inf")
+    message = fit_fails(
+        batches(images), tf.errors.InvalidArgumentError, "without NaN or Inf"
+    )
     assert "[nan]" in message and "check the input pipeline for NaN" in message
 
 
 def test_labels_before_images():
-    message = fit_fails(batches(np.arange(8), pixels()), ValueError,
-                        "images must be the first element")
+    message = fit_fails(
+        batches(np.arange(8), pixels()), ValueError, "images must be the first element"
+    )
     assert "[(None,), (None, 8, 8, 3)]" in message
     assert "lambda labels, images: (images, labels)" in message
 
@@ -88,17 +101,27 @@ def test_dict_batches():
 
 def test_last_batch_of_one_image():
     # 9 images in batches of 4: the last batch has 1 image, no batch statistics.
-    message = fit_fails(batches(pixels(9)), tf.errors.InvalidArgumentError,
-                        "at least 2 samples", unchanged=False)
+    message = fit_fails(
+        batches(pixels(9)),
+        tf.errors.InvalidArgumentError,
+        "at least 2 samples",
+        unchanged=False,
+    )
     assert "drop_remainder=True" in message
 
 
-@pytest.mark.parametrize("data", [
-    batches(pixels()).take(0),
-    np.zeros((0, SIZE, SIZE, 3), np.uint8),
-    batches(pixels()).filter(lambda images: tf.reduce_all(images < 0)),  # size unknown
-    batches(pixels(3)).unbatch().batch(4, drop_remainder=True),
-], ids=["take_0", "empty_array", "filtered_out", "too_few_for_drop_remainder"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        batches(pixels()).take(0),
+        np.zeros((0, SIZE, SIZE, 3), np.uint8),
+        batches(pixels()).filter(
+            lambda images: tf.reduce_all(images < 0)
+        ),  # size unknown
+        batches(pixels(3)).unbatch().batch(4, drop_remainder=True),
+    ],
+    ids=["take_0", "empty_array", "filtered_out", "too_few_for_drop_remainder"],
+)
 def test_empty_data(data):
     message = fit_fails(data, ValueError, "The data is empty")
     assert "`filter`" in message and "drop_remainder=True" in message
@@ -107,8 +130,14 @@ def test_empty_data(data):
 @pytest.mark.filterwarnings("ignore:Your input ran out of data")
 def test_data_that_runs_out_after_the_first_epoch(tmp_path):
     data = batches(pixels()).filter(lambda images: True)  # size unknown: no repeat
-    message = fit_fails(data, ValueError, "yielded no batch in epoch 2",
-                        unchanged=False, epochs=2, steps_per_epoch=2,
-                        callbacks=[TrainingCheckpoint(tmp_path)])
+    message = fit_fails(
+        data,
+        ValueError,
+        "yielded no batch in epoch 2",
+        unchanged=False,
+        epochs=2,
+        steps_per_epoch=2,
+        callbacks=[TrainingCheckpoint(tmp_path)],
+    )
     assert "`steps_per_epoch` batches per epoch" in message
     assert [path.name for path in tmp_path.iterdir()] == ["epoch-000001"]

@@ -18,15 +18,17 @@ def tiny_encoder():
 
 
 def tiny_model(augmenter):
-    model = keras_barlow.BarlowTwins(tiny_encoder(), projector_dims=(32, 32),
-                                     augmenter=augmenter, seed=3)
+    model = keras_barlow.BarlowTwins(
+        tiny_encoder(), projector_dims=(32, 32), augmenter=augmenter, seed=3
+    )
     model.build((None, IMAGE_SIZE, IMAGE_SIZE, 3))
     return model
 
 
 def uint8_images(count, seed=0):
     return np.random.default_rng(seed).integers(
-        0, 256, (count, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+        0, 256, (count, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8
+    )
 
 
 class LossPerStep(keras.callbacks.Callback):
@@ -49,8 +51,9 @@ def fit_losses(model, data, jit_compile, **fit_kwargs):
     model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit_compile)
     assert model.jit_compile is jit_compile
     recorder = LossPerStep()
-    model.fit(data, epochs=1, shuffle=False, verbose=0, callbacks=[recorder],
-              **fit_kwargs)
+    model.fit(
+        data, epochs=1, shuffle=False, verbose=0, callbacks=[recorder], **fit_kwargs
+    )
     return recorder.losses
 
 
@@ -72,8 +75,9 @@ def test_jit_compiled_steps_match_uncompiled_steps():
     for jit_compile in (False, True):
         model = tiny_model(FixedViews())
         model.set_weights(initial_weights)
-        losses[jit_compile] = fit_losses(model, uint8_images(16), jit_compile,
-                                         batch_size=8)
+        losses[jit_compile] = fit_losses(
+            model, uint8_images(16), jit_compile, batch_size=8
+        )
     assert losses[True].shape == (2,) and np.isfinite(losses[True]).all()
     # Step 1: the same weights; step 2: the same update as well.
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
@@ -84,9 +88,12 @@ def test_builtin_augmentation_compiles_and_transforms_alike():
     # draws compile; given them, the compiled transforms (resampling, color
     # jitter through HSV, blur, solarize) match the uncompiled ones. (A whole
     # BarlowTwins step with this augmenter compiles too, in ~45 s on 2 CPU cores.)
-    augmenter = keras_barlow.BarlowTwinsAugment(IMAGE_SIZE, preset="imagenet",
-                                                blur_probability=(0.5, 0.5),
-                                                solarize_probability=(0.5, 0.5))
+    augmenter = keras_barlow.BarlowTwinsAugment(
+        IMAGE_SIZE,
+        preset="imagenet",
+        blur_probability=(0.5, 0.5),
+        solarize_probability=(0.5, 0.5),
+    )
     images = tf.constant(uint8_images(8, seed=2), tf.float32) / 255.0
     for index, layer in enumerate(augmenter.views[0]):
         seed = tf.constant([index, 7], tf.int32)
@@ -96,11 +103,15 @@ def test_builtin_augmentation_compiles_and_transforms_alike():
         np.testing.assert_allclose(
             compiled(images, transformation).numpy(),
             layer.transform_images(images, transformation).numpy(),
-            atol=1e-5, err_msg=layer.name)
+            atol=1e-5,
+            err_msg=layer.name,
+        )
 
 
-@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")),
-                    reason="on a GPU Keras' 'auto' turns XLA on")
+@pytest.mark.skipif(
+    bool(tf.config.list_physical_devices("GPU")),
+    reason="on a GPU Keras' 'auto' turns XLA on",
+)
 def test_auto_leaves_xla_off_on_a_cpu_only_machine():
     # Measured with benchmarks/xla.py: XLA makes the CPU train step slower.
     model = tiny_model(augmenter="imagenet")
