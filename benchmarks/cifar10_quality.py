@@ -8,9 +8,10 @@ and after pre-training. Prints one JSON line with both, their difference in
 points, the settings, the machine and the wall time; exits with status 1 when
 pre-training gains fewer than `--min_gain` points.
 
-Default settings (chosen for a 2-core CPU, about 20 minutes when idle): the
-4-layer `convnet` encoder of the example at 32x32, projector 512-512-512,
-Adam with a cosine schedule (peak 1e-3 at batch 128), 6 epochs of 351 steps.
+Default settings (chosen for a 2-core CPU): the 4-layer `convnet` encoder of the
+example at 32x32, projector 512-512-512, Adam with a cosine schedule (peak 1e-3
+at batch 128), 6 epochs of 351 steps. Measured on 2 shared CPU cores: 10 min
+09 s; kNN top-1 34.16% at random initialization -> 48.26% after pre-training.
 Every flag of the example applies, e.g. `--epochs 3` or `--backbone resnet18`.
 
 Usage:

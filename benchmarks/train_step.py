@@ -11,6 +11,10 @@ Four things are timed in one run, interleaved round by round:
 * `loss`: value and gradient of the Barlow Twins loss alone, on embeddings of the
   batch's size and the projector's dimension.
 
+The parts run as in the train step: under the strategy, each replica on its
+share of the global batch (with `--replicas 2`, two halves at once, the loss
+with its cross-replica reduction), so they compare with the step times.
+
 Each configuration prints one JSON line with the median step time of each, the
 image pairs per second, and three ratios:
 
@@ -171,12 +175,9 @@ def measure(name, batch_size, flags, strategy):
         keras.utils.set_random_seed(0)
         ceiling = make_model(NetworkOnly, config, None, jit_compile)
 
-    @tf.function(jit_compile=full.jit_compile)  # as inside the train step
-    def augment(images):
-        return full.augmenter(images, seed=tf.constant([0, 1]))
-
-    loss = value_and_gradient_function(full.correlation_method, full.jit_compile)
-    embeddings = correlated_embeddings(batch_size, config.projector[-1])
+    augment, loss = parts_per_replica(
+        full, strategy, images, correlated_embeddings(batch_size, config.projector[-1])
+    )
 
     step_times = {"barlow_twins": [], "ceiling": []}
     rounds = {
@@ -190,8 +191,8 @@ def measure(name, batch_size, flags, strategy):
             ),
             step_times["ceiling"],
         ),
-        "augment": lambda: [view.numpy()[0, 0, 0, 0] for view in augment(images)],
-        "loss": lambda: loss(*embeddings)[0].numpy(),
+        "augment": augment,
+        "loss": loss,
     }
     durations = time_interleaved(rounds, flags.repeats)
     # The first round (tracing) was untimed: keep the step times of timed rounds.
@@ -221,6 +222,52 @@ def measure(name, batch_size, flags, strategy):
         "augment_over_train": results["augment"]["image_pairs_per_s"]
         / results["barlow_twins"]["image_pairs_per_s"],
     }
+
+
+def parts_per_replica(model, strategy, images, embeddings):
+    """`(augment, loss)`: callables that run the two parts of `model`'s step.
+
+    Each replica gets its equal share of the global batch of `images` (uint8) and
+    of `embeddings` (`(z1, z2)`), as `fit` splits it; the functions are compiled
+    as the train step is (`model.jit_compile`) and return when every replica is
+    done.
+    """
+    replicas = strategy.num_replicas_in_sync
+
+    def shares(*tensors):
+        def local(context):
+            size = tensors[0].shape[0] // replicas
+            start = context.replica_id_in_sync_group * size
+            return tuple(tensor[start : start + size] for tensor in tensors)
+
+        return strategy.experimental_distribute_values_from_function(local)
+
+    @tf.function(jit_compile=model.jit_compile)  # as inside the train step
+    def augment_one(images):
+        return model.augmenter(images, seed=tf.constant([0, 1]))
+
+    value_and_gradient = value_and_gradient_function(
+        model.correlation_method, model.jit_compile
+    )
+
+    @tf.function
+    def augment(*per_replica):
+        return strategy.run(augment_one, args=per_replica)
+
+    @tf.function
+    def loss(*per_replica):
+        return strategy.run(value_and_gradient, args=per_replica)
+
+    def wait(outputs):
+        for tensor in tf.nest.flatten(outputs):
+            for local in strategy.experimental_local_results(tensor):
+                tf.reshape(local, [-1])[0].numpy()
+
+    image_shares, embedding_shares = shares(images), shares(*embeddings)
+    return (
+        lambda: wait(augment(*image_shares)),
+        lambda: wait(loss(*embedding_shares)),
+    )
 
 
 def _recording(run, into):

@@ -19,10 +19,16 @@ Usage:
         --batch_size 64 --projector 8192 8192 8192
 """
 
-import time  # noqa: I001 (_common sets the environment before TensorFlow loads)
-
-from _common import MIXED_PRECISION_POLICIES, emit, log, new_parser, set_mixed_precision
-from _common import summary
+# _common sets the environment before TensorFlow loads.
+from _common import (  # noqa: I001
+    MIXED_PRECISION_POLICIES,
+    StepTimer,
+    emit,
+    log,
+    new_parser,
+    set_mixed_precision,
+    summary,
+)
 
 import keras
 import numpy as np
@@ -86,20 +92,8 @@ def make_dataset(flags):
     return tf.data.Dataset.from_tensors(batch).repeat()
 
 
-class StepTimer(keras.callbacks.Callback):
-    """Seconds of the last train step, until its loss is available."""
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = float(logs["loss"])
-        self.seconds = time.perf_counter() - self.start
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"Non-finite loss: {logs}")
-
-
 def run_step(model, dataset, timer):
+    """Seconds of one train step of `model`, timed by `timer`."""
     model.fit(
         dataset,
         epochs=1,
@@ -108,7 +102,7 @@ def run_step(model, dataset, timer):
         verbose=0,
         callbacks=[timer],
     )
-    return timer.seconds
+    return timer.seconds[-1]
 
 
 def main(argv=None):

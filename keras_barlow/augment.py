@@ -18,6 +18,7 @@ float32 normalized with the ImageNet mean and standard deviation.
 """
 
 import math
+import numbers
 
 import keras
 import tensorflow as tf
@@ -88,22 +89,6 @@ def apply_color_matrices(images, matrices, offsets=None):
     if offsets is not None:
         mapped += offsets[:, None, :]
     return tf.reshape(mapped, tf.shape(images))
-
-
-def adjust_brightness(images, factor):
-    """Multiply by a per-sample `factor` of shape `(B,)`, clipped to [0, 1]."""
-    return _blend(images, tf.zeros_like(images), factor)
-
-
-def adjust_contrast(images, factor):
-    """Blend each image with the mean of its grayscale, torchvision style."""
-    mean = tf.reduce_mean(rgb_to_grayscale(images), axis=(1, 2, 3), keepdims=True)
-    return _blend(images, mean, factor)
-
-
-def adjust_saturation(images, factor):
-    """Blend each image with its own grayscale version, torchvision style."""
-    return _blend(images, rgb_to_grayscale(images), factor)
 
 
 def adjust_hue(images, delta):
@@ -255,11 +240,6 @@ def _fallback_box(height, width, ratio):
     return float(height), float(width)
 
 
-def _blend(images, other, factor):
-    factor = factor[:, None, None, None]
-    return tf.clip_by_value(factor * images + (1.0 - factor) * other, 0.0, 1.0)
-
-
 def _blend_at(images, order, position, factors):
     """Apply each sample's brightness, contrast or saturation at `position`.
 
@@ -288,6 +268,21 @@ def _blend_at(images, order, position, factors):
     mean_gray = tf.reduce_sum(mean_rgb * GRAYSCALE_WEIGHTS, axis=-1)
     offsets = ((1.0 - factor) * is_contrast * mean_gray)[:, None]  # same for R, G, B
     return tf.clip_by_value(apply_color_matrices(images, matrices, offsets), 0.0, 1.0)
+
+
+def _seed_for_call(seed_generator):
+    """A new int32 `(2,)` seed from a layer's generator, different on every replica.
+
+    Under a `tf.distribute` strategy every replica reads the same generator state;
+    folding in the replica id keeps their draws apart.
+    """
+    seed = tf.cast(seed_generator.next(), tf.int32)
+    replica = tf.distribute.get_replica_context()
+    if replica is not None and replica.num_replicas_in_sync > 1:
+        seed = tf.random.experimental.stateless_fold_in(
+            seed, replica.replica_id_in_sync_group
+        )
+    return seed
 
 
 def _uniform(seed, shape, low, high):
@@ -325,8 +320,7 @@ class RandomLayer(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, seed=None):
-        if seed is None:
-            seed = self.seed_generator.next()
+        seed = _seed_for_call(self.seed_generator) if seed is None else seed
         seed = tf.cast(seed, tf.int32)
         return self.transform_images(
             images, self.get_random_transformation(images, seed)
@@ -366,6 +360,19 @@ class RandomApplyLayer(RandomLayer):
 
     def get_config(self):
         return {**super().get_config(), "probability": self.probability}
+
+
+def image_size_pair(name, size):
+    """`(height, width)` of an int or pair of positive ints, else a clear error."""
+    pair = (size, size) if isinstance(size, numbers.Number) else tuple(size)
+    if len(pair) != 2 or not all(
+        isinstance(x, numbers.Integral) and x > 0 for x in pair
+    ):
+        raise ValueError(
+            f"`{name}` must be a positive int or a pair (height, width) of them. "
+            f"Received: {name}={size!r}"
+        )
+    return tuple(int(x) for x in pair)
 
 
 def _check_probability(name, value):
@@ -410,7 +417,7 @@ class RandomResizedCrop(RandomLayer):
         **kwargs,
     ):
         super().__init__(seed=seed, **kwargs)
-        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        self.size = image_size_pair("size", size)
         _check_range("scale", scale)
         _check_range("ratio", ratio, low=1e-6)
         _check_probability("flip_probability", flip_probability)
@@ -688,11 +695,7 @@ class BarlowTwinsAugment(keras.layers.Layer):
                 f"Unknown augmentation options {sorted(unknown)}. "
                 f"Valid options: {sorted(PRESETS[preset])}"
             )
-        self.image_size = (
-            (image_size, image_size)
-            if isinstance(image_size, int)
-            else tuple(image_size)
-        )
+        self.image_size = image_size_pair("image_size", image_size)
         self.preset = preset
         self.seed = seed
         self.options = {**PRESETS[preset], **overrides}
@@ -725,8 +728,7 @@ class BarlowTwinsAugment(keras.layers.Layer):
 
     def call(self, images, seed=None):
         images = validate_images(images)
-        if seed is None:
-            seed = self.seed_generator.next()
+        seed = _seed_for_call(self.seed_generator) if seed is None else seed
         seeds = _split(tf.cast(seed, tf.int32), 2)
         unit = to_unit_range(images)
         return tuple(
@@ -784,11 +786,7 @@ class Preprocess(keras.layers.Layer):
                 "`crop_fraction` must be in (0, 1]. "
                 f"Received: crop_fraction={crop_fraction}"
             )
-        self.image_size = (
-            (image_size, image_size)
-            if isinstance(image_size, int)
-            else tuple(image_size)
-        )
+        self.image_size = image_size_pair("image_size", image_size)
         self.crop_fraction = crop_fraction
 
     def call(self, images):

@@ -11,9 +11,7 @@
 Metrics go into the epoch `logs`, so they appear in `History` and, when the
 callback comes *before* `keras.callbacks.TensorBoard` in the `callbacks` list, in
 TensorBoard as `epoch_<name>`. With `log_dir`, a callback also writes its values to
-TensorBoard event files itself. Those files are written with `tf.summary.write`
-and need no `tensorboard` package (TensorFlow >= 2.20 does not install it; Keras'
-own TensorBoard callback needs it).
+TensorBoard event files itself, with `tf.summary`.
 """
 
 import os
@@ -21,7 +19,7 @@ import os
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
+from tensorboard.plugins.histogram import metadata as histogram_metadata
 
 from keras_barlow import evaluation, losses
 from keras_barlow.model import embedding_std
@@ -39,72 +37,6 @@ _DIVERGING_COLORS = np.array(
     ],
     dtype=np.float64,
 )
-
-
-# ----------------------------------------------------------------------------------
-# TensorBoard event files without the tensorboard package.
-
-
-class TensorBoardWriter:
-    """Writes scalars, images and histograms that TensorBoard reads.
-
-    The tensors and metadata follow TensorBoard's summary formats (the `scalars`,
-    `images` and `histograms` plugins), written with `tf.summary.write`, which is
-    part of TensorFlow itself. The file writer is created on first use.
-
-    Args:
-        log_dir: directory of the event files.
-    """
-
-    def __init__(self, log_dir):
-        self.log_dir = os.fspath(log_dir)
-        self._writer = None
-
-    def scalar(self, tag, value, step):
-        """Write a float scalar."""
-        self._write(
-            tag,
-            tf.constant(float(value), tf.float32),
-            step,
-            "scalars",
-            summary_pb2.DATA_CLASS_SCALAR,
-        )
-
-    def image(self, tag, image, step):
-        """Write one uint8 image of shape `(H, W, 3)`."""
-        image = tf.convert_to_tensor(image, tf.uint8)
-        height, width = image.shape[0], image.shape[1]
-        tensor = tf.stack(
-            [tf.constant(str(width)), tf.constant(str(height)), tf.io.encode_png(image)]
-        )
-        self._write(tag, tensor, step, "images", summary_pb2.DATA_CLASS_BLOB_SEQUENCE)
-
-    def histogram(self, tag, counts, edges, step):
-        """Write a histogram of `len(counts)` buckets delimited by `edges`."""
-        edges = np.asarray(edges, np.float64)
-        buckets = np.stack([edges[:-1], edges[1:], np.asarray(counts, np.float64)], 1)
-        self._write(
-            tag, tf.constant(buckets), step, "histograms", summary_pb2.DATA_CLASS_TENSOR
-        )
-
-    def flush(self):
-        if self._writer is not None:
-            self._writer.flush()
-
-    def close(self):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    def _write(self, tag, tensor, step, plugin_name, data_class):
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
-        metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin_name),
-            data_class=data_class,
-        )
-        with self._writer.as_default():
-            tf.summary.write(tag, tensor, step=step, metadata=metadata)
 
 
 def correlation_image(c, max_dims=64, pixels_per_cell=4):
@@ -150,32 +82,43 @@ def _check_every_n_epochs(every_n_epochs):
 class _EpochCallback(keras.callbacks.Callback):
     """Runs `measure(epoch, logs)` every `every_n_epochs` epochs (counted from 1).
 
-    With a `log_dir`, a `TensorBoardWriter` writes the values.
+    With a `log_dir`, `tf.summary` ops inside `self._summaries(epoch)` write there
+    (the file writer is created on first use and closed at the end of `fit`).
     """
 
     def __init__(self, every_n_epochs=1, log_dir=None):
         super().__init__()
         self.every_n_epochs = _check_every_n_epochs(every_n_epochs)
-        self.writer = None if log_dir is None else TensorBoardWriter(log_dir)
+        self.log_dir = None if log_dir is None else os.fspath(log_dir)
+        self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every_n_epochs == 0:
             self.measure(epoch, logs if logs is not None else {})
-            if self.writer is not None:
-                self.writer.flush()
+            if self._writer is not None:
+                self._writer.flush()
 
     def on_train_end(self, logs=None):
-        if self.writer is not None:
-            self.writer.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def measure(self, epoch, logs):
         raise NotImplementedError
 
+    def _summaries(self, epoch):
+        """Context in which `tf.summary` ops write to `log_dir` at step `epoch`."""
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        return self._writer.as_default(step=epoch)
+
     def _log_scalars(self, values, epoch, logs):
         for name, value in values.items():
             logs[name] = float(value)
-            if self.writer is not None:
-                self.writer.scalar(name, value, epoch)
+        if self.log_dir is not None:
+            with self._summaries(epoch):
+                for name, value in values.items():
+                    tf.summary.scalar(name, float(value))
 
 
 def _encoder_of(model):
@@ -347,18 +290,13 @@ class CrossCorrelationImage(_FixedBatchCallback):
 
     def measure(self, epoch, logs):
         c = losses.cross_correlation(*self.embeddings())
-        self.writer.image(
-            "cross_correlation",
-            correlation_image(c[: self.max_dims, : self.max_dims]),
-            epoch,
-        )
-        edges = np.linspace(-1.0, 1.0, HISTOGRAM_BINS + 1)
+        image = correlation_image(c[: self.max_dims, : self.max_dims])
         diagonal = _histogram(tf.linalg.diag_part(c))
         off_diagonal = _histogram(c) - diagonal
-        self.writer.histogram("cross_correlation/diagonal", diagonal, edges, epoch)
-        self.writer.histogram(
-            "cross_correlation/off_diagonal", off_diagonal, edges, epoch
-        )
+        with self._summaries(epoch):
+            tf.summary.image("cross_correlation", image[None])
+            _write_histogram("cross_correlation/diagonal", diagonal)
+            _write_histogram("cross_correlation/off_diagonal", off_diagonal)
 
 
 def _histogram(values):
@@ -367,6 +305,20 @@ def _histogram(values):
         tf.reshape(values, [-1]), [-1.0, 1.0], nbins=HISTOGRAM_BINS
     )
     return counts.numpy()
+
+
+def _write_histogram(tag, counts):
+    """Writes the counts of `_histogram` as a TensorBoard histogram.
+
+    Not `tf.summary.histogram`: it bins over the values' own range, through a
+    one-hot float64 matrix of values x bins (1.6 GB for a 2048 x 2048
+    cross-correlation, 27 GB at 8192). The same `(bins, 3)` tensor of left edge,
+    right edge and count is written here, with TensorBoard's histogram metadata.
+    """
+    edges = np.linspace(-1.0, 1.0, HISTOGRAM_BINS + 1)
+    buckets = np.stack([edges[:-1], edges[1:], counts.astype(np.float64)], axis=1)
+    metadata = histogram_metadata.create_summary_metadata(None, None)
+    tf.summary.write(tag, buckets, metadata=metadata)
 
 
 class CollapseMonitor(_FixedBatchCallback):

@@ -20,7 +20,8 @@ a temporary file and a rename, and marks the checkpoint complete: a process
 killed while saving leaves a directory without it, which is ignored (and
 removed at the next start), and the previous checkpoint is used. A complete
 checkpoint that fails to load (e.g. a damaged disk) is skipped with a warning in
-favour of the one before it. The last `max_to_keep` checkpoints are kept.
+favour of the one before it; the failed attempt leaves the model as it was. The
+last `max_to_keep` checkpoints are kept.
 
 Resuming restarts the interrupted epoch from its beginning. The run then ends
 with the same weights as an uninterrupted one when every epoch sees the same
@@ -145,7 +146,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
         Raises:
             RuntimeError: checkpoints exist but none of them loads into `model`
-                (e.g. the model's architecture changed).
+                (e.g. the model's architecture changed). The model is then built
+                but its weights, optimizer state and seed are unchanged.
         """
         model = model if model is not None else self.model
         if model is not None and self.model is None:
@@ -185,6 +187,20 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
     def checkpoints(self):
         """Paths of the complete checkpoints, oldest first."""
+        return [path for _, path in self._complete()]
+
+    def latest_epoch(self):
+        """Completed epochs of the newest complete checkpoint (0 if none), unloaded.
+
+        An upper bound of what `restore` returns (which falls back to older
+        checkpoints when the newest does not load), cheap enough to check
+        settings before building anything.
+        """
+        complete = self._complete()
+        return complete[-1][0] if complete else 0
+
+    def _complete(self):
+        """`(completed epochs, path)` of the complete checkpoints, oldest first."""
         if not tf.io.gfile.isdir(self.directory):
             return []
         found = []
@@ -193,7 +209,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             path = os.path.join(self.directory, name.rstrip("/"))
             if match and tf.io.gfile.exists(os.path.join(path, _STATE_FILE)):
                 found.append((int(match.group(1)), path))
-        return [path for _, path in sorted(found)]
+        return sorted(found)
 
     def on_train_begin(self, logs=None):
         if self._restored_epoch is None:
@@ -294,22 +310,36 @@ def _state(model, epoch):
 
 
 def _load(model, path):
-    """Load a checkpoint directory into a built `model`; returns its state dict."""
+    """Load a checkpoint directory into a built `model`; returns its state dict.
+
+    A checkpoint that does not load leaves the model, its optimizer and its seed
+    generators as they were: the next older checkpoint may then be tried.
+    """
     with tf.io.gfile.GFile(os.path.join(path, _STATE_FILE)) as file:
         state = json.load(file)
-    model.load_weights(os.path.join(path, _WEIGHTS_FILE))
-    if int(model.optimizer.iterations.numpy()) != state["step"]:
-        raise ValueError(
-            f"the optimizer's iteration count is "
-            f"{int(model.optimizer.iterations.numpy())}, the checkpoint "
-            f"says {state['step']}"
-        )
+    missing = {"epoch", "step", "seed", "seed_generator_states"} - set(state)
+    if missing:
+        raise ValueError(f"{_STATE_FILE} lacks {sorted(missing)}")
     seed_states = _seed_generator_states(model)
     if len(seed_states) != len(state["seed_generator_states"]):
         raise ValueError(
             f"the model has {len(seed_states)} random seed generators, "
             f"the checkpoint {len(state['seed_generator_states'])}"
         )
+    variables = model.variables + model.optimizer.variables
+    before = [np.array(variable.numpy()) for variable in variables]
+    try:
+        model.load_weights(os.path.join(path, _WEIGHTS_FILE))
+        step = int(model.optimizer.iterations.numpy())
+        if step != state["step"]:
+            raise ValueError(
+                f"the optimizer's iteration count is {step}, the checkpoint "
+                f"says {state['step']}"
+            )
+    except Exception:
+        for variable, value in zip(variables, before, strict=True):
+            variable.assign(value)
+        raise
     for variable, value in zip(
         seed_states, state["seed_generator_states"], strict=True
     ):

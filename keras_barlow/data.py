@@ -223,7 +223,9 @@ def from_image_folder(
     `validate="decode"`: every file is decoded once; `validate=None`: no check).
     With `on_corrupt="raise"` (default) a `ValueError` names the files and why;
     with `on_corrupt="skip"` they are left out and a warning gives their count and
-    names, and a file that still fails to decode during training is skipped too.
+    names, and a file that still fails to decode during training is skipped too
+    (which would shorten an epoch, so `on_corrupt="skip"` is refused with
+    `epochs`).
 
     Validation split: `subset="training"` or `"validation"` with `val_fraction` or
     `val_count` selects one side of `stratified_split(labels, ..., split_seed)`, so two
@@ -247,7 +249,7 @@ def from_image_folder(
         val_count: number of images held back (instead of `val_fraction`).
         limit_images: use at most N images of the subset, class-balanced, the
             first ones in file order (see `balanced_subset`).
-        on_corrupt: `"raise"` or `"skip"`.
+        on_corrupt: `"raise"` or `"skip"` (not with `epochs`).
         validate: `"header"`, `"decode"` or `None`.
         cache_dir: where archives are extracted. Default: `default_cache_dir()`.
         interpolation: `tf.image.resize` method.
@@ -277,7 +279,8 @@ def from_image_folder(
         FileNotFoundError: `path` does not exist.
         ValueError: no class folders, no images, corrupt files (with
             `on_corrupt="raise"`), no image left after the selection, or fewer
-            images than `batch_size` while dropping the remainder.
+            images than `batch_size` while dropping the remainder;
+            `on_corrupt="skip"` with `epochs`.
 
     Example:
 
@@ -297,6 +300,15 @@ def from_image_folder(
     training = subset != "validation" if training is None else training
     shuffle = training if shuffle is None else shuffle
     _check_epochs(epochs, initial_epoch, steps_per_epoch, training)
+    if epochs is not None and on_corrupt == "skip":
+        raise ValueError(
+            "`on_corrupt='skip'` cannot be combined with `epochs`: an image that "
+            "fails to decode during training would be dropped, the epoch would "
+            "come up short and every later batch would straddle two epochs. Leave "
+            "on_corrupt='raise' (it names the corrupt files, for you to remove), "
+            "or pass epochs=None. Received: on_corrupt='skip', "
+            f"epochs={epochs}"
+        )
 
     root = image_root(path, cache_dir)
     names, paths, label_array = _list_images(root, labels)

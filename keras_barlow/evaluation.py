@@ -337,7 +337,8 @@ def linear_probe(
             module docstring).
         train_augment: the training transform: `"auto"` for random resized crops
             and flips at the encoder's input size (from [0, 255] images to
-            normalized ones), `None` to train on `preprocess`-ed images, or a
+            normalized ones; with `preprocess=None`, inputs that are ready are
+            not augmented), `None` to train on `preprocess`-ed images, or a
             callable.
         seed: seed of the classifier's initialization and the augmentation.
         verbose: verbosity of `fit`.
@@ -678,15 +679,16 @@ def _classifier_for_encoder(
     if num_classes is None:
         num_classes = _num_classes_in_dataset(train_ds)
     test_transform = resolve_preprocess(encoder, preprocess)
-    if isinstance(train_augment, str):
-        if train_augment != "auto":
-            raise ValueError(
-                "`train_augment` must be 'auto', a callable or None. "
-                f"Received: train_augment={train_augment!r}"
-            )
-        image_size = getattr(test_transform, "image_size", None) or _encoder_image_size(
-            encoder
+    if isinstance(train_augment, str) and train_augment != "auto":
+        raise ValueError(
+            "`train_augment` must be 'auto', a callable or None. "
+            f"Received: train_augment={train_augment!r}"
         )
+    if train_augment == "auto" and preprocess is None:
+        train_augment = None  # ready inputs are not [0, 255] images to crop
+    if train_augment == "auto":
+        image_size = getattr(test_transform, "image_size", None)
+        image_size = image_size or _encoder_image_size(encoder)
         train_augment = CropAndFlip(image_size, seed=seed)
     if train_augment is None:
         train_augment = test_transform
@@ -771,11 +773,8 @@ def _split_element(element):
 
 
 def _encoder_image_size(encoder):
-    try:
-        size = tuple(encoder.input_shape[1:3])
-    except (AttributeError, ValueError, TypeError):
-        size = (None, None)
-    if len(size) != 2 or None in size:
+    size = validation.encoder_image_size(encoder)
+    if size is None:
         raise ValueError(
             "preprocess='auto' needs the encoder's input size, but the encoder has "
             "no fixed (height, width) input. Pass "

@@ -22,7 +22,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from keras_barlow import augment
+from keras_barlow import augment, validation
 from keras_barlow.model import BarlowTwins
 
 IMAGES_SPEC = tf.TensorSpec((None, None, None, 3), tf.uint8, name="images")
@@ -168,7 +168,7 @@ def _check_encoder(encoder):
             f"The encoder {encoder.name!r} has no weights yet. Train it, or call it "
             "once on a batch of images, before exporting it."
         )
-    shape = _input_shape(encoder)
+    shape = validation.encoder_input_shape(encoder)
     if shape is not None and (
         not isinstance(shape, tuple) or len(shape) != 4 or shape[-1] != 3
     ):
@@ -191,39 +191,23 @@ def _check_features(features):
 
 
 def _resolve_image_size(encoder, image_size):
-    shape = _input_shape(encoder)
-    fixed = tuple(shape[1:3]) if shape is not None else (None, None)
+    fixed = validation.encoder_image_size(encoder)
     if image_size is None:
-        if None in fixed:
+        if fixed is None:
             raise ValueError(
                 f"The encoder {encoder.name!r} has no fixed input size (input "
-                f"shape {shape}), so `image_size` is needed. Pass the size it was "
-                "trained on, e.g. image_size=224."
+                f"shape {validation.encoder_input_shape(encoder)}), so `image_size` "
+                "is needed. Pass the size it was trained on, e.g. image_size=224."
             )
         return fixed
-    is_int = isinstance(image_size, int)
-    size = (image_size, image_size) if is_int else tuple(image_size)
-    if len(size) != 2 or not all(isinstance(side, int) and side > 0 for side in size):
-        raise ValueError(
-            "`image_size` must be a positive int or a (height, width) pair of them. "
-            f"Received: image_size={image_size!r}"
-        )
-    pairs = zip(fixed, size, strict=True)
-    if any(want is not None and want != got for want, got in pairs):
+    size = augment.image_size_pair("image_size", image_size)
+    if fixed is not None and fixed != size:
         raise ValueError(
             f"`image_size` does not match the encoder {encoder.name!r}, which takes "
             f"images of {fixed[0]}x{fixed[1]}. Received: image_size={image_size!r}. "
             "Leave image_size=None to use the encoder's own size."
         )
     return size
-
-
-def _input_shape(encoder):
-    """The encoder's input shape, or None when it is not known (subclassed model)."""
-    try:
-        return encoder.input_shape
-    except (AttributeError, ValueError):
-        return None
 
 
 def _version_dir(export_dir, version, overwrite):

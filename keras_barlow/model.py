@@ -1,5 +1,6 @@
 """The Barlow Twins model: encoder, projector, and a train step exact on R devices."""
 
+import inspect
 import random
 import warnings
 
@@ -101,11 +102,12 @@ class BarlowTwins(keras.Model):
             embedding dimension D.
         lambd: weight of the off-diagonal (redundancy reduction) term.
         scale_loss: overall factor of the loss.
-        augmenter: how views are made from the input images: a layer returning
-            `(view1, view2)` such as `BarlowTwinsAugment`, a preset name
-            (`"imagenet"` or `"cifar"`) for a `BarlowTwinsAugment` of the encoder's
-            input size, or `None` when the dataset yields pre-made view pairs
-            `(x1, x2)`.
+        augmenter: how views are made from the input images: a layer whose
+            `call(images, seed=None)` returns `(view1, view2)` drawn from `seed`
+            (int32 `(2,)`, given by the train step) such as `BarlowTwinsAugment`,
+            a preset name (`"imagenet"` or `"cifar"`) for a `BarlowTwinsAugment`
+            of the encoder's input size, or `None` when the dataset yields
+            pre-made view pairs `(x1, x2)`.
         correlation_method: `"auto"`, `"cross_correlation"` or `"gram"`; see
             `keras_barlow.losses.barlow_twins_terms`.
         seed: int seed of the augmentation draws, which depend on it, the train
@@ -156,6 +158,13 @@ class BarlowTwins(keras.Model):
         self.scale_loss = float(scale_loss)
         self.augmenter = _make_augmenter(augmenter, encoder)
         self.correlation_method = correlation_method
+        if seed is None and _on_several_workers(tf.distribute.get_strategy()):
+            raise ValueError(
+                "Under MultiWorkerMirroredStrategy every worker must draw from the "
+                "same augmentation seed. Received: seed=None, which draws a "
+                "different one in each process. Pass seed=<int>, the same on every "
+                "worker."
+            )
         self.seed = random.randrange(2**31 - 1) if seed is None else int(seed)
         # Counts train steps to seed the augmentation. Not the optimizer's
         # `iterations`, which a LossScaleOptimizer does not advance on a skipped
@@ -237,7 +246,12 @@ class BarlowTwins(keras.Model):
         validation.check_not_empty(x)
         if isinstance(x, tf.data.Dataset):
             kwargs.setdefault("shuffle", False)  # Keras would warn that it ignores it
-        return super().fit(x, *args, **kwargs)
+        steps_before = int(self.train_step_count.numpy())
+        history = super().fit(x, *args, **kwargs)
+        if history.epoch and int(self.train_step_count.numpy()) == steps_before:
+            # Data of unknown size that turned out empty: Keras only warns.
+            raise ValueError(validation.EMPTY_DATA_MESSAGE)
+        return history
 
     def evaluate(self, x=None, *args, **kwargs):
         validation.check_global_batch(x, self.distribute_strategy.num_replicas_in_sync)
@@ -249,6 +263,8 @@ class BarlowTwins(keras.Model):
         # tensors (keras-team/keras#20585), and on any strategy it fails obscurely
         # on an uneven split; one replica's share has the shapes and needs no
         # communication (the train step then checks the split).
+        if self._distribute_strategy is None:
+            return super()._maybe_symbolic_build(iterator, data_batch)
         local_results = self.distribute_strategy.experimental_local_results
         for _, _, batches in iterator or ():
             try:
@@ -389,25 +405,27 @@ def _on_several_workers(strategy):
 
 
 def _make_augmenter(augmenter, encoder):
-    if augmenter is None or isinstance(augmenter, keras.layers.Layer):
+    if augmenter is None:
+        return None
+    if isinstance(augmenter, keras.layers.Layer):
+        if "seed" not in inspect.signature(augmenter.call).parameters:
+            raise TypeError(
+                "An augmenter layer must accept the step's seed: "
+                "`call(images, seed=None)` returning (view1, view2), with its random "
+                "draws taken from `seed` (an int32 tensor of shape (2,)) when given. "
+                f"Received: {type(augmenter).__name__}, whose call has no `seed`."
+            )
         return augmenter
     if isinstance(augmenter, str):
-        image_size = encoder.input_shape[1:3] if _has_input_shape(encoder) else None
-        if image_size is None or None in image_size:
+        image_size = validation.encoder_image_size(encoder)
+        if image_size is None:
             raise ValueError(
                 f"augmenter={augmenter!r} needs the encoder's input size, but the "
                 "encoder has no fixed (height, width) input. Pass "
                 "`augmenter=keras_barlow.BarlowTwinsAugment(image_size, preset)`."
             )
-        return augment_lib.BarlowTwinsAugment(tuple(image_size), preset=augmenter)
+        return augment_lib.BarlowTwinsAugment(image_size, preset=augmenter)
     raise TypeError(
         "`augmenter` must be a layer returning (view1, view2), a preset name "
         f"or None. Received: {augmenter!r}"
     )
-
-
-def _has_input_shape(encoder):
-    try:
-        return encoder.input_shape is not None
-    except (AttributeError, ValueError):
-        return False

@@ -55,6 +55,26 @@ def validate_images(images):
     return images
 
 
+def encoder_input_shape(encoder):
+    """An encoder's input shape, or None when Keras does not know it.
+
+    A subclassed model that was never called has none; a multi-input model gives
+    a list of shapes.
+    """
+    try:
+        return encoder.input_shape
+    except (AttributeError, ValueError):
+        return None
+
+
+def encoder_image_size(encoder):
+    """The fixed `(height, width)` of an image encoder's input, or None if not fixed."""
+    shape = encoder_input_shape(encoder)
+    if not isinstance(shape, tuple) or len(shape) != 4 or None in shape[1:3]:
+        return None
+    return tuple(shape[1:3])
+
+
 def images_of(data):
     """The images of a batch given to `fit`: the batch itself, or its first element.
 
@@ -119,13 +139,32 @@ def checked_pixel_range(images):
         return tf.identity(images)
 
 
+def check_batch_split(batch_size, num_replicas):
+    """Raise unless `batch_size` splits into equal per-replica batches of >= 2.
+
+    Args:
+        batch_size: int, the global batch size.
+        num_replicas: int, replicas sharing each batch.
+
+    Raises:
+        ValueError: if `batch_size` is not a multiple of `num_replicas`, or gives
+            fewer than 2 samples per replica.
+    """
+    if batch_size % num_replicas or batch_size < 2 * num_replicas:
+        raise ValueError(
+            f"{BATCH_SPLIT_RULE} Received: a global batch of {batch_size} for "
+            f"{num_replicas} replicas. {_batch_split_advice(num_replicas)}"
+        )
+
+
 def check_global_batch(dataset, num_replicas=None):
     """Raise unless a dataset's batches split evenly into per-replica batches of >= 2.
 
     The loss needs batch statistics on every replica, and the replicas must hold
     equal shares of the global batch. This checks the static batch size of a
-    `tf.data.Dataset` at once; a batch size unknown until run time (no
-    `drop_remainder=True`) is checked in the step by `checked_replica_batch`.
+    `tf.data.Dataset` at once (`check_batch_split`); a batch size unknown until
+    run time (no `drop_remainder=True`) is checked in the step by
+    `checked_replica_batch`.
 
     Args:
         dataset: a `tf.data.Dataset` of batches; anything else is not checked.
@@ -146,14 +185,8 @@ def check_global_batch(dataset, num_replicas=None):
     if num_replicas is None:
         num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
     shape = tf.nest.flatten(dataset.element_spec)[0].shape
-    batch_size = shape[0] if shape.rank else None
-    if batch_size is not None and (
-        batch_size % num_replicas or batch_size < 2 * num_replicas
-    ):
-        raise ValueError(
-            f"{BATCH_SPLIT_RULE} Received: a global batch of {batch_size} for "
-            f"{num_replicas} replicas. {_batch_split_advice(num_replicas)}"
-        )
+    if shape.rank and shape[0] is not None:
+        check_batch_split(shape[0], num_replicas)
 
 
 def checked_replica_batch(view1, view2):
@@ -203,8 +236,8 @@ def checked_replica_batch(view1, view2):
 def check_not_empty(x):
     """Raise on training data known to be empty before training starts.
 
-    A dataset whose size is unknown (e.g. after `filter`) is found empty when
-    `fit` reads its first batch (`BarlowTwins._maybe_symbolic_build`).
+    A dataset whose size is unknown (e.g. after `filter`) and turns out empty is
+    caught by `BarlowTwins.fit` when it ends without a step.
 
     Args:
         x: the `x` given to `fit`: a `tf.data.Dataset`, arrays, or a structure.

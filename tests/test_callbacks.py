@@ -176,7 +176,6 @@ def test_callbacks_validate_arguments():
 
 
 def test_keras_tensorboard_after_knn_monitor_writes_the_knn_scalar(tmp_path):
-    pytest.importorskip("tensorboard", reason="keras.callbacks.TensorBoard needs it")
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, size=(16, 8, 8, 3)).astype(np.uint8)
     dataset = tf.data.Dataset.from_tensor_slices((images, np.arange(16) % 2)).batch(8)

@@ -1,5 +1,6 @@
 """Checkpoints, resumption after SIGKILL, interrupted writes and the NaN guard."""
 
+import json
 import shutil
 import signal
 import subprocess
@@ -140,6 +141,46 @@ def test_checkpoints_of_another_architecture_are_refused(two_epoch_run):
     assert complete_checkpoints(directory) == ["epoch-000001", "epoch-000002"]
 
 
+def rewrite_states(directory, change):
+    """Apply `change` to the `checkpoint.json` dict of every checkpoint."""
+    for path in Path(directory).glob("epoch-*/checkpoint.json"):
+        path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda state: {**state, "step": state["step"] + 1},  # checked after loading
+        lambda state: {**state, "seed_generator_states": []},  # checked before
+    ],
+    ids=["iteration_count", "seed_generators"],
+)
+def test_failed_restore_leaves_the_model_as_it_was(two_epoch_run, tmp_path, change):
+    directory, after_epoch = two_epoch_run
+    shutil.copytree(directory, tmp_path, dirs_exist_ok=True)
+    rewrite_states(tmp_path, change)
+    model = make_model(seed=7)
+    model.build((None, SIZE, SIZE, 3))
+    model.optimizer.build(model.trainable_variables)
+    before = state_of(model)
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="Was the model"):
+        TrainingCheckpoint(tmp_path).restore(model)
+    assert_same_state(state_of(model), before)
+    assert model.seed == 7
+    # The weights files themselves were fine: they would have changed the model.
+    assert any(
+        not np.array_equal(a, b) for a, b in zip(after_epoch[2], before, strict=True)
+    )
+
+
+def test_latest_epoch_reads_the_newest_complete_checkpoint(two_epoch_run, tmp_path):
+    directory, _ = two_epoch_run
+    assert TrainingCheckpoint(tmp_path / "new").latest_epoch() == 0
+    shutil.copytree(directory, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "epoch-000003").mkdir()  # incomplete: no checkpoint.json
+    assert TrainingCheckpoint(tmp_path).latest_epoch() == 2
+
+
 class Killed(BaseException):
     """Stands for SIGKILL: nothing after it runs, no cleanup."""
 
@@ -261,11 +302,19 @@ def test_max_to_keep_is_validated():
 
 
 def start_worker(model_dir, result, log, *extra):
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), str(model_dir), str(result), *map(str, extra)],
-        stdout=subprocess.DEVNULL,
-        stderr=open(log, "w"),
-    )
+    # The child keeps its own copy of the log's file descriptor.
+    with open(log, "w") as stderr:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                str(model_dir),
+                str(result),
+                *map(str, extra),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
 
 
 def wait_for(path, process, log, timeout=240):

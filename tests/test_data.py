@@ -540,6 +540,16 @@ def test_epochs_keyed_by_number_errors():
         data.from_numpy(images, batch_size=2, steps_per_epoch=2)
 
 
+def test_epochs_refuse_skipping_corrupt_files(folder_with_corrupt_files):
+    # A skipped decode failure would shorten its epoch: batches across epochs.
+    root, _, _ = folder_with_corrupt_files
+    with pytest.raises(ValueError, match=r"on_corrupt='skip'.*epochs=3") as error:
+        data.from_image_folder(
+            root, image_size=4, batch_size=2, epochs=3, on_corrupt="skip"
+        )
+    assert "straddle" in str(error.value)
+
+
 # ----------------------------------------------------------------------------------
 # TFDS (mock data: offline, real TFDS code paths).
 

@@ -24,7 +24,10 @@ import _multiworker_worker as tiny  # noqa: E402
 METHODS = ("cross_correlation", "gram")
 GLOBAL_BATCH = 8
 REPLICAS = 2
-RTOL = 1e-5
+RTOL = 1e-5  # the tolerance, and what float32 runs can promise
+# The fit runs below are float64 end to end, the loss included: two replicas and
+# one device then agree to ~1e-13 (measured), far inside RTOL.
+FLOAT64_RTOL = 1e-9
 
 
 @pytest.fixture(scope="module")
@@ -172,9 +175,9 @@ def test_two_replicas_train_exactly_like_one_device(
     single, mirrored = single_device_runs[method], mirrored_runs[method]
     assert mirrored["model"].distribute_strategy.num_replicas_in_sync == REPLICAS
     assert len(single["losses"]) == tiny.STEPS
-    np.testing.assert_allclose(mirrored["losses"], single["losses"], rtol=RTOL)
+    np.testing.assert_allclose(mirrored["losses"], single["losses"], rtol=FLOAT64_RTOL)
     # All weights, the moving statistics of the synchronized BN layers included.
-    assert_all_close(mirrored["weights"], single["weights"])
+    assert_all_close(mirrored["weights"], single["weights"], rtol=FLOAT64_RTOL)
     moved = [
         np.linalg.norm(w - w0) / np.linalg.norm(w)
         for w, w0 in zip(single["weights"], initial_weights, strict=True)
@@ -198,8 +201,8 @@ def test_two_replica_update_is_not_twice_the_single_device_update(
         single_step = single["first_step_weights"][index] - initial_weights[index]
         mirrored_step = mirrored["first_step_weights"][index] - initial_weights[index]
         ratio = np.linalg.norm(mirrored_step) / np.linalg.norm(single_step)
-        assert abs(ratio - 1) < 1e-4, (variable.path, ratio)
-        assert_all_close([mirrored_step], [single_step], rtol=1e-4)
+        assert abs(ratio - 1) < FLOAT64_RTOL, (variable.path, ratio)
+        assert_all_close([mirrored_step], [single_step], rtol=FLOAT64_RTOL)
 
 
 # ---- two worker processes ------------------------------------------------------------
@@ -234,21 +237,23 @@ def test_two_workers_train_exactly_like_one_device(
     workers = []
     try:
         for task, log in enumerate(logs):  # both at once: each waits for the other
-            workers.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        tiny.__file__,
-                        str(task),
-                        ports,
-                        str(inputs),
-                        str(tmp_path / f"outputs_{task}.npz"),
-                    ],
-                    env=env,
-                    stdout=log.open("w"),
-                    stderr=subprocess.STDOUT,
+            # The child keeps its own copy of the log's file descriptor.
+            with log.open("w") as output:
+                workers.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            tiny.__file__,
+                            str(task),
+                            ports,
+                            str(inputs),
+                            str(tmp_path / f"outputs_{task}.npz"),
+                        ],
+                        env=env,
+                        stdout=output,
+                        stderr=subprocess.STDOUT,
+                    )
                 )
-            )
         for worker in workers:
             worker.wait(timeout=120)
     finally:
@@ -263,13 +268,13 @@ def test_two_workers_train_exactly_like_one_device(
         for method in METHODS:
             single = single_device_runs[method]
             np.testing.assert_allclose(
-                outputs[f"{method}/losses"], single["losses"], rtol=RTOL
+                outputs[f"{method}/losses"], single["losses"], rtol=FLOAT64_RTOL
             )
             weights = [
                 outputs[f"{method}/weight_{index}"]
                 for index in range(len(single["weights"]))
             ]
-            assert_all_close(weights, single["weights"])
+            assert_all_close(weights, single["weights"], rtol=FLOAT64_RTOL)
 
 
 # ---- augmentation draws differ across replicas ---------------------------------------
@@ -365,7 +370,8 @@ def test_a_batch_of_unknown_size_is_refused_before_any_weight_changes(strategy):
         with pytest.raises(tf.errors.InvalidArgumentError, match=received) as error:
             model.fit(dataset, verbose=0)
         assert "drop_remainder=True" in str(error.value)
-        # Weights, BN statistics: untouched (the step counter is not ordered
-        # after the check and may have advanced).
+        # Weights, BN statistics and the step counter (a weight, incremented
+        # only after the loss, and so after the check): untouched.
         for weight, initial in zip(model.get_weights(), initial_weights, strict=True):
             np.testing.assert_array_equal(weight, initial)
+        assert int(model.train_step_count.numpy()) == 0

@@ -201,6 +201,21 @@ def test_linear_probe_on_a_frozen_encoder_of_tiny_images():
         np.testing.assert_array_equal(before, after)  # frozen
 
 
+def test_linear_probe_on_ready_inputs_trains_and_tests_on_the_same_inputs():
+    rng = np.random.default_rng(7)
+    images, labels = colored_images(rng, 64)
+    ready = augment.Preprocess(16)(images).numpy()  # normalized: preprocess=None
+    data = tf.data.Dataset.from_tensor_slices((ready, labels)).batch(32)
+    result = evaluation.linear_probe(
+        tiny_encoder(), data, data, epochs=1, preprocess=None
+    )
+    classifier = result.classifier
+    np.testing.assert_array_equal(
+        classifier.train_transform(ready), classifier.test_transform(ready)
+    )
+    np.testing.assert_array_equal(classifier.test_transform(ready), ready)
+
+
 def test_classifier_step_is_sgd_with_a_backbone_learning_rate():
     """One fine-tuning step against the rule w -= lr_group * (grad + wd * w)."""
     rng = np.random.default_rng(7)

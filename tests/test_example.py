@@ -103,7 +103,13 @@ def test_pretrains_resumes_exactly_evaluates_and_exports(
     first = run_example(*args, "--knn_every", "1")
     assert first["initial_epoch"] == 0 and first["train_images"] == 36
     assert first["steps_per_epoch"] == 36 // 8 and first["images_per_second"] > 0
-    assert list((model_dir / "logs").iterdir()), "no TensorBoard event files"
+    scalars = {
+        value.tag
+        for path in (model_dir / "logs" / "train").glob("events.out.tfevents.*")
+        for event in tf.compat.v1.train.summary_iterator(str(path))
+        for value in event.summary.value
+    }
+    assert {"epoch_loss", "epoch_collapse_effective_rank", "epoch_knn_top1"} <= scalars
     last = model_dir / "checkpoints" / "epoch-000002"
     uninterrupted = read_weights(last / "model.weights.h5")
 
@@ -145,6 +151,8 @@ def test_pretrains_resumes_exactly_evaluates_and_exports(
 
     with pytest.raises(ValueError, match=r"other settings.*projector_dims"):
         run_example(*args, "--projector", "16-8")
+    with pytest.raises(ValueError, match=r"--epochs=1 is fewer than the 2 epochs"):
+        run_example(*args, "--epochs", "1")
 
 
 def test_settings_may_change_only_in_the_epochs(tmp_path):
@@ -193,8 +201,8 @@ def test_clear_errors_before_any_work(tmp_path, run_example, monkeypatch):
         run_example("--model_dir", str(tmp_path / "a"), *TINY)
     with pytest.raises(ValueError, match="--projector.*'2048-2048-2048'.*'16-x'"):
         example.parse_projector("16-x")
-    with pytest.raises(ValueError, match="--batch_size=6 for 4 replicas"):
-        example.check_batch_size(6, 4)
+    with pytest.raises(ValueError, match="a global batch of 1 for 1 replicas"):
+        run_example("--model_dir", str(tmp_path / "b"), *TINY, "--batch_size", "1")
     with pytest.raises(ValueError, match=r"--task_index.*\[0, 1\].*Received: 2"):
         example.tf_config(["a:1", "b:2"], 2)
     config = json.loads(example.tf_config(["a:1", "b:2"], 1))

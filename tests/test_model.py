@@ -166,6 +166,7 @@ def test_model_config_round_trip():
             "Received: correlation_method='fast'",
         ),
         (dict(augmenter=3), TypeError, "Received: 3"),
+        (dict(augmenter=keras.layers.Identity()), TypeError, "has no `seed`"),
         (dict(projector_dims=()), ValueError, "non-empty"),
     ],
 )
