@@ -270,19 +270,24 @@ def _blend_at(images, order, position, factors):
     return tf.clip_by_value(apply_color_matrices(images, matrices, offsets), 0.0, 1.0)
 
 
-def _seed_for_call(seed_generator):
-    """A new int32 `(2,)` seed from a layer's generator, different on every replica.
+def fold_in_replica_id(seed):
+    """An int32 `(2,)` seed made different on every replica of a `tf.distribute` run.
 
-    Under a `tf.distribute` strategy every replica reads the same generator state;
-    folding in the replica id keeps their draws apart.
+    Every replica runs the same program with the same seeds; without this their
+    random draws would be identical. Outside a replica context (a strategy's
+    cross-replica scope) the seed is returned unchanged.
     """
-    seed = tf.cast(seed_generator.next(), tf.int32)
     replica = tf.distribute.get_replica_context()
-    if replica is not None and replica.num_replicas_in_sync > 1:
-        seed = tf.random.experimental.stateless_fold_in(
-            seed, replica.replica_id_in_sync_group
-        )
-    return seed
+    if replica is None:
+        return seed
+    return tf.random.experimental.stateless_fold_in(
+        seed, replica.replica_id_in_sync_group
+    )
+
+
+def _seed_for_call(seed_generator):
+    """A new int32 `(2,)` seed from a layer's generator, different on every replica."""
+    return fold_in_replica_id(tf.cast(seed_generator.next(), tf.int32))
 
 
 def _uniform(seed, shape, low, high):
@@ -364,9 +369,13 @@ class RandomApplyLayer(RandomLayer):
 
 def image_size_pair(name, size):
     """`(height, width)` of an int or pair of positive ints, else a clear error."""
-    pair = (size, size) if isinstance(size, numbers.Number) else tuple(size)
+    try:
+        pair = (size, size) if isinstance(size, numbers.Number) else tuple(size)
+    except TypeError:  # not iterable
+        pair = ()
     if len(pair) != 2 or not all(
-        isinstance(x, numbers.Integral) and x > 0 for x in pair
+        isinstance(x, numbers.Integral) and not isinstance(x, bool) and x > 0
+        for x in pair
     ):
         raise ValueError(
             f"`{name}` must be a positive int or a pair (height, width) of them. "

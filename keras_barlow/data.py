@@ -59,6 +59,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from keras_barlow import augment
+
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 ARCHIVE_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
 INTERPOLATIONS = (
@@ -1030,24 +1032,10 @@ def _fixed_tfds_image_size(name, image_feature):
 
 
 def _check_image_size(image_size):
+    """None (the caller then uses the first image's size), or `(height, width)`."""
     if image_size is None:
         return None
-    size = (image_size, image_size) if isinstance(image_size, int) else image_size
-    try:
-        valid = len(size) == 2 and all(
-            isinstance(side, (int, np.integer))
-            and not isinstance(side, bool)
-            and side > 0
-            for side in size
-        )
-    except TypeError:
-        valid = False
-    if not valid:
-        raise ValueError(
-            "`image_size` must be None, a positive int or a pair (height, width) of "
-            f"positive ints. Received: image_size={image_size!r}"
-        )
-    return (int(size[0]), int(size[1]))
+    return augment.image_size_pair("image_size", image_size)
 
 
 def _check_positive_int(name, value):

@@ -328,12 +328,7 @@ class BarlowTwins(keras.Model):
         """The augmentation seed of (model seed, step, replica): int32 `(2,)`."""
         seed = tf.constant([self.seed, 0], tf.int32)
         seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(step, tf.int64))
-        replica = tf.distribute.get_replica_context()
-        if replica is not None:
-            seed = tf.random.experimental.stateless_fold_in(
-                seed, replica.replica_id_in_sync_group
-            )
-        return seed
+        return augment_lib.fold_in_replica_id(seed)
 
     def _loss_terms(self, view1, view2, training):
         view1, view2 = validation.checked_replica_batch(view1, view2)
