@@ -35,6 +35,11 @@ Every replica computes the same scalar, the loss of the global batch, so each
 replica's gradient is R times its share: a training loop must divide the loss by
 R before the optimizer sums the replicas' gradients (`BarlowTwins.train_step`
 does).
+
+"Exact" is about the algorithm, not the arithmetic: on Ampere and newer GPUs
+TensorFlow runs float32 products in TF32 unless
+`tf.config.experimental.enable_tensor_float_32_execution(False)` is called, and
+entries of C are then only about 1e-4 accurate (`benchmarks/RESULTS.md`).
 """
 
 import tensorflow as tf
