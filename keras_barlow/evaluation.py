@@ -537,6 +537,7 @@ def labeled_subset(labels, fraction, seed=0):
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+@keras.saving.register_keras_serializable(package="keras_barlow")
 class Classifier(keras.Model):
     """A linear classifier, optionally on an encoder, with the paper's SGD step.
 
@@ -558,6 +559,9 @@ class Classifier(keras.Model):
         seed: seed of the classifier's initialization.
 
     Input: what the datasets yield. Output: float32 logits `(B, num_classes)`.
+
+    Saves to `.keras` when the transforms are Keras layers or `None` (as
+    `linear_probe` and `fine_tune` make them).
     """
 
     def __init__(
@@ -576,12 +580,14 @@ class Classifier(keras.Model):
             raise ValueError(
                 f"`num_classes` must be at least 2. Received: num_classes={num_classes}"
             )
+        self.num_classes = num_classes
         self.encoder = encoder
         identity = tf.identity
         self.train_transform = identity if train_transform is None else train_transform
         self.test_transform = identity if test_transform is None else test_transform
         self.backbone_ratio = backbone_ratio
         self.weight_decay = float(weight_decay)
+        self.seed = seed
         self.head = keras.layers.Dense(
             num_classes,
             dtype="float32",
@@ -621,8 +627,7 @@ class Classifier(keras.Model):
         with tf.GradientTape() as tape:
             logits = self(inputs, training=True)
             # Read after the call, which builds the head on the first step.
-            head_variables = self.head.trainable_variables
-            variables = head_variables + self._encoder_variables()
+            variables = self._trained_variables()
             per_sample = keras.losses.sparse_categorical_crossentropy(
                 labels, logits, from_logits=True
             )
@@ -634,7 +639,7 @@ class Classifier(keras.Model):
             )
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, variables)
-        head_count = len(head_variables)
+        head_count = len(self.head.trainable_variables)
         gradients = gradients[:head_count] + [
             gradient * self.backbone_ratio for gradient in gradients[head_count:]
         ]
@@ -649,16 +654,57 @@ class Classifier(keras.Model):
         )
         return self._update_metrics(per_sample, labels, logits)
 
-    def _encoder_variables(self):
+    def _trained_variables(self):
+        """The head's variables, then the encoder's when it is fine-tuned."""
         if self.encoder is None or self.backbone_ratio is None:
-            return []
-        return self.encoder.trainable_variables
+            return self.head.trainable_variables
+        return self.head.trainable_variables + self.encoder.trainable_variables
+
+    def compile_from_config(self, config):
+        # Keras would build the optimizer on every trainable variable, a frozen
+        # encoder's too, and then fail to match the saved optimizer state.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self._trained_variables())
 
     def _update_metrics(self, per_sample, labels, logits):
         self.loss_tracker.update_state(per_sample)
         self.top1.update_state(labels, logits)
         self.top5.update_state(labels, logits)
         return {metric.name: metric.result() for metric in self.metrics}
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "train_transform": _serialized_transform(self.train_transform, "train"),
+            "test_transform": _serialized_transform(self.test_transform, "test"),
+            "backbone_ratio": self.backbone_ratio,
+            "weight_decay": self.weight_decay,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("encoder", "train_transform", "test_transform"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+def _serialized_transform(transform, name):
+    if transform is tf.identity:
+        return None
+    if not isinstance(transform, keras.layers.Layer):
+        raise TypeError(
+            f"The {name} transform of this Classifier is a "
+            f"{type(transform).__name__}, which cannot be saved. To save the "
+            "classifier, make its transforms Keras layers (e.g. "
+            "keras_barlow.augment.Preprocess or keras_barlow.evaluation.CropAndFlip),"
+            " or save its weights with `save_weights`."
+        )
+    return keras.saving.serialize_keras_object(transform)
 
 
 def _classifier_for_encoder(
@@ -744,6 +790,9 @@ class CropAndFlip(keras.layers.Layer):
         self.crop = augment.RandomResizedCrop(
             self.size, flip_probability=0.5, seed=seed
         )
+
+    def build(self, input_shape):
+        self.crop.build(input_shape)
 
     def call(self, images):
         images = augment.to_unit_range(validation.validate_images(images))

@@ -6,6 +6,7 @@ single-device tests keep using CPU:0 as usual.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -31,3 +32,13 @@ def mirrored_strategy():
     creates one strategy; the tests do the same.
     """
     return tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+
+
+@pytest.fixture
+def tfds(tmp_path, monkeypatch):
+    """tensorflow_datasets, with the temporary folders of its mock data in `tmp_path`.
+
+    `tfds.testing.mock_data` makes folders with `tempfile` and leaves them behind.
+    """
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return pytest.importorskip("tensorflow_datasets")

@@ -554,8 +554,7 @@ def test_epochs_refuse_skipping_corrupt_files(folder_with_corrupt_files):
 # TFDS (mock data: offline, real TFDS code paths).
 
 
-def test_from_tfds_matches_tfds_load():
-    tfds = pytest.importorskip("tensorflow_datasets")
+def test_from_tfds_matches_tfds_load(tfds):
     with tfds.testing.mock_data(num_examples=20):
         dataset = data.from_tfds("cifar10", "train", batch_size=8, training=False)
         images, labels = _collect(dataset)
@@ -584,8 +583,7 @@ def test_from_tfds_matches_tfds_load():
     )
 
 
-def test_from_tfds_grayscale_becomes_rgb_and_resizes():
-    tfds = pytest.importorskip("tensorflow_datasets")
+def test_from_tfds_grayscale_becomes_rgb_and_resizes(tfds):
     with tfds.testing.mock_data(num_examples=6):
         images, _ = _collect(
             data.from_tfds("mnist", "test", batch_size=6, training=False)

@@ -280,3 +280,38 @@ def test_preprocess_auto_needs_a_fixed_input_size():
     )
     with pytest.raises(ValueError, match="Preprocess"):
         evaluation.extract_features(encoder, np.zeros((2, 8, 8, 3), np.uint8))
+
+
+def test_a_saved_probe_loads_and_predicts_as_before(tmp_path):
+    rng = np.random.default_rng(8)
+    images, labels = colored_images(rng, 64)
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(32)
+    classifier = evaluation.linear_probe(
+        tiny_encoder(), data, None, epochs=1
+    ).classifier
+    path = str(tmp_path / "probe.keras")
+
+    classifier.save(path)
+    loaded = keras.saving.load_model(path)
+
+    for saved, restored in zip(
+        classifier.optimizer.variables, loaded.optimizer.variables, strict=True
+    ):
+        np.testing.assert_array_equal(saved.numpy(), restored.numpy())
+    assert isinstance(loaded.train_transform, evaluation.CropAndFlip)
+    assert isinstance(loaded.test_transform, augment.Preprocess)
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0),
+        classifier.predict(images, verbose=0),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
+def test_saving_a_classifier_with_a_plain_function_transform_says_what_to_do(
+    tmp_path,
+):
+    classifier = evaluation.Classifier(3, test_transform=lambda x: x / 255.0)
+    classifier(np.zeros((2, 4), np.float32))
+    with pytest.raises(TypeError, match="test transform .* make its transforms Keras"):
+        classifier.save(str(tmp_path / "probe.keras"))

@@ -171,8 +171,7 @@ def test_settings_may_change_only_in_the_epochs(tmp_path):
         example.check_settings(path, {**settings, "seed": 1})
 
 
-def test_tfds_source_with_mock_data(tmp_path, run_example):
-    tfds = pytest.importorskip("tensorflow_datasets")
+def test_tfds_source_with_mock_data(tmp_path, run_example, tfds):
     with tfds.testing.mock_data(num_examples=40):
         summary = run_example(
             "--data",
