@@ -107,10 +107,11 @@ def images_of(data):
 def checked_pixel_range(images):
     """The images, made to wait for a check that float pixels are in [0, 255].
 
-    A cheap run-time check (a comparison and two reductions per batch): normalized
-    images (negative values) or images scaled beyond 255 would silently train on
-    wrong pixels, and NaN or Inf pixels would make the loss NaN. Images in [0, 1]
-    are legal (very dark) and pass.
+    A cheap run-time check (comparisons and two reductions per batch): normalized
+    images (negative values), images scaled beyond 255 or already scaled to [0, 1]
+    would silently train on wrong pixels, and NaN or Inf pixels would make the loss
+    NaN. A batch whose largest value is in (0, 1] is taken for [0, 1] images: no
+    batch of real [0, 255] images is that dark. An all-zero batch passes.
 
     Args:
         images: `(B, H, W, 3)` uint8 or float.
@@ -122,14 +123,17 @@ def checked_pixel_range(images):
     if not images.dtype.is_floating:
         return images
     in_range = tf.reduce_all((images >= 0) & (images <= 255))  # False for NaN too
+    largest = tf.reduce_max(images)
+    scaled_to_unit = (largest > 0) & (largest <= 1)
     check = tf.debugging.Assert(
-        in_range,
+        in_range & ~scaled_to_unit,
         [
             "Float images must hold pixel values in [0, 255] (keras_barlow scales them "
-            "itself), without NaN or Inf. Received a batch with values from",
+            "itself; a batch with all values in [0, 1] is taken as scaled already), "
+            "without NaN or Inf. Received a batch with values from",
             tf.reduce_min(images),
             "to",
-            tf.reduce_max(images),
+            largest,
             ". Multiply images "
             "in [0, 1] by 255 (or pass uint8), undo any normalization, and check the "
             "input pipeline for NaN.",

@@ -88,6 +88,22 @@ def test_float_pixels_outside_0_255():
     assert "Multiply images in [0, 1] by 255" in message
 
 
+def test_float_pixels_already_scaled_to_0_1():
+    message = fit_fails(
+        batches(pixels() / 255.0),
+        tf.errors.InvalidArgumentError,
+        "a batch with all values in \\[0, 1\\] is taken as scaled already",
+    )
+    assert "to] [1]" in message
+    assert "Multiply images in [0, 1] by 255" in message
+
+
+def test_all_black_float_batches_train():
+    model = make_model()
+    history = model.fit(batches(np.zeros((8, SIZE, SIZE, 3), np.float32)), verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
 def test_nan_pixels():
     images = pixels()
     images[1, 1, 2, 0] = np.nan
