@@ -36,7 +36,7 @@ def library_roots(trees):
 
 
 def dotted_name(node):
-    """`["a", "b", "c"]` for the expression `a.b.c`, else None."""
+    """`["a", "b", "c"]` for the expression `a.b.c` (`["a"]` for `a`), else None."""
     parts = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
@@ -83,8 +83,7 @@ def check_keywords(call, roots):
 
     Returns whether the call was to keras_barlow (and so checked).
     """
-    func = call.func
-    parts = [func.id] if isinstance(func, ast.Name) else dotted_name(func)
+    parts = dotted_name(call.func)
     if not parts or parts[0] not in roots:
         return False
     accepted = accepted_keywords(resolve(parts, roots))
