@@ -23,6 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from keras_barlow import distribute  # noqa: E402
+
 MIXED_PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
@@ -53,29 +55,20 @@ def add_device_flags(parser):
 
 
 def make_strategy(replicas, logical_gpu_memory_mb=None):
-    """A MirroredStrategy over `replicas` devices, or the default strategy for 1.
+    """`keras_barlow.distribute.choose_strategy(replicas=replicas)`, after carving
+    `replicas` logical devices out of the first GPU (CPU:0 without a GPU) when there
+    are fewer devices than replicas.
 
     Must run before TensorFlow initializes its devices when logical devices have
     to be created; if they already exist (e.g. set up by a test session), they
     are used as they are.
     """
-    if replicas < 1:
-        raise ValueError(f"`replicas` must be >= 1. Received: replicas={replicas}")
-    if replicas == 1:
-        return tf.distribute.get_strategy()
-    gpus = tf.config.list_physical_devices("GPU")
-    kind = "GPU" if gpus else "CPU"
-    if len(gpus) < replicas:
-        _split_first_device(kind, replicas, logical_gpu_memory_mb)
-    devices = [device.name for device in tf.config.list_logical_devices(kind)]
-    devices = devices[:replicas]
-    if len(devices) < replicas:
-        raise RuntimeError(
-            f"Asked for {replicas} replicas but only {len(devices)} logical {kind} "
-            "devices exist: TensorFlow was initialized before the benchmark could "
-            "split the device. Run the script in a fresh process."
-        )
-    return tf.distribute.MirroredStrategy(devices)
+    if isinstance(replicas, int) and replicas > 1:
+        gpus = tf.config.list_physical_devices("GPU")
+        if len(gpus) < replicas:
+            kind = "GPU" if gpus else "CPU"
+            _split_first_device(kind, replicas, logical_gpu_memory_mb)
+    return distribute.choose_strategy(replicas=replicas)
 
 
 def _split_first_device(kind, replicas, memory_mb):

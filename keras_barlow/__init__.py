@@ -1,4 +1,10 @@
-"""keras_barlow: Barlow Twins self-supervised learning for TensorFlow and Keras 3.
+"""keras_barlow: Barlow Twins self-supervised learning for Keras 3.
+
+TensorFlow is the primary backend (tf.distribute, tf.data, SavedModel export); the
+training core (`BarlowTwins`, the loss, the augmentation, backbones, LARS, the
+schedule and presets) also runs on JAX, without TensorFlow installed. When
+`KERAS_BACKEND` is not set, keras_barlow picks TensorFlow if it is installed, else
+JAX.
 
 Example:
 
@@ -9,58 +15,34 @@ encoder = keras_barlow.backbones.ResNet18((32, 32, 3), stem="cifar")
 model = keras_barlow.BarlowTwins(encoder, projector_dims=(2048, 2048, 2048),
                                  augmenter="cifar")
 model.compile(optimizer="sgd")
-model.fit(images, epochs=10)
+model.fit(images, batch_size=256, epochs=10)
 ```
 """
 
+import importlib
+import importlib.util
 import os
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-try:
-    import tensorflow  # noqa: F401
-except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "keras_barlow needs TensorFlow. Install a wheel that provides it, e.g. "
-        "`pip install keras-barlow[cpu]` (tensorflow-cpu) or "
-        "`pip install keras-barlow[gpu]` (tensorflow[and-cuda])."
-    ) from error
-
-import keras  # noqa: E402
-
-if keras.backend.backend() != "tensorflow":  # pragma: no cover
-    raise ImportError(
-        "keras_barlow runs on the TensorFlow backend of Keras (its train step uses "
-        f"tf.distribute). Received: KERAS_BACKEND={keras.backend.backend()!r}. "
-        "Set KERAS_BACKEND=tensorflow before importing keras."
-    )
+if "KERAS_BACKEND" not in os.environ:
+    for _name in ("tensorflow", "jax"):
+        if importlib.util.find_spec(_name) is not None:
+            os.environ["KERAS_BACKEND"] = _name
+            break
 
 from keras_barlow import (  # noqa: E402
     augment,
     backbones,
-    callbacks,
-    checkpoints,
-    data,
-    evaluation,
-    export,
+    image_ops,
+    input_checks,
     losses,
+    metrics,
     model,
     optimizers,
-    plotting,  # imports matplotlib only when a figure is drawn
     presets,
     schedules,
-    validation,
 )
 from keras_barlow.augment import BarlowTwinsAugment, Preprocess  # noqa: E402
 from keras_barlow.backbones import ResNet18, ResNet34, ResNet50  # noqa: E402
-from keras_barlow.callbacks import (  # noqa: E402
-    CollapseMonitor,
-    CrossCorrelationImage,
-    KNNMonitor,
-    NaNGuard,
-)
-from keras_barlow.checkpoints import TrainingCheckpoint  # noqa: E402
-from keras_barlow.export import export_encoder  # noqa: E402
 from keras_barlow.losses import (  # noqa: E402
     barlow_twins_loss,
     barlow_twins_terms,
@@ -71,6 +53,45 @@ from keras_barlow.optimizers import LARS  # noqa: E402
 from keras_barlow.schedules import WarmupCosine  # noqa: E402
 
 __version__ = "0.1.0"
+
+# Modules that need TensorFlow (tf.data, SavedModel, TensorBoard summaries),
+# imported on first use so that the training core runs without it.
+_TENSORFLOW_MODULES = (
+    "callbacks",
+    "checkpoints",
+    "data",
+    "distribute",
+    "evaluation",
+    "export",
+    "plotting",
+)
+_LAZY_NAMES = {
+    "CollapseMonitor": "callbacks",
+    "CrossCorrelationImage": "callbacks",
+    "KNNMonitor": "callbacks",
+    "NaNGuard": "callbacks",
+    "TrainingCheckpoint": "checkpoints",
+    "export_encoder": "export",
+}
+
+
+def __getattr__(name):
+    if name not in _TENSORFLOW_MODULES and name not in _LAZY_NAMES:
+        raise AttributeError(f"module 'keras_barlow' has no attribute {name!r}")
+    module_name = _LAZY_NAMES.get(name, name)
+    try:
+        module = importlib.import_module(f"keras_barlow.{module_name}")
+    except ModuleNotFoundError as error:
+        if error.name is None or not error.name.startswith("tensorflow"):
+            raise
+        raise ImportError(
+            f"keras_barlow.{module_name} needs TensorFlow. Install it with "
+            "`pip install keras-barlow[cpu]` (tensorflow-cpu) or "
+            "`pip install keras-barlow[gpu]` (tensorflow[and-cuda]); the training "
+            "core runs without it on KERAS_BACKEND=jax."
+        ) from error
+    return module if name == module_name else getattr(module, name)
+
 
 __all__ = [
     "BarlowTwins",
@@ -95,14 +116,17 @@ __all__ = [
     "checkpoints",
     "cross_correlation",
     "data",
+    "distribute",
     "evaluation",
     "export",
     "export_encoder",
+    "image_ops",
+    "input_checks",
     "losses",
+    "metrics",
     "model",
     "optimizers",
     "plotting",
     "presets",
     "schedules",
-    "validation",
 ]

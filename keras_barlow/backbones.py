@@ -17,7 +17,8 @@ Any `keras.Model` that maps images to `(B, F)` features works as the encoder of
 """
 
 import keras
-import tensorflow as tf
+
+from keras_barlow import _backend
 
 # Block type, blocks per stage. Stage widths are 64, 128, 256, 512 for all of them.
 ARCHITECTURES = {
@@ -70,7 +71,9 @@ def ResNet18(
         sync_batch_norm: synchronize batch statistics across replicas. `None`
             synchronizes when the model is built inside a `tf.distribute`
             strategy scope with more than one replica, which keeps training on R
-            replicas equal to training on one.
+            replicas equal to training on one. TensorFlow only: on JAX,
+            `keras.distribution.DataParallel` normalizes with the statistics of
+            the global batch anyway.
         name: name of the model.
 
     Returns:
@@ -233,14 +236,17 @@ def _batch_norm(x, options, name, last_in_block=False):
 
 def _resolve_sync_batch_norm(sync_batch_norm):
     if sync_batch_norm is None:
-        return (
-            tf.distribute.has_strategy()
-            and tf.distribute.get_strategy().num_replicas_in_sync > 1
-        )
+        return _backend.strategy_replicas() > 1
     if not isinstance(sync_batch_norm, bool):
         raise TypeError(
             "`sync_batch_norm` must be True, False or None (automatic). "
             f"Received: sync_batch_norm={sync_batch_norm!r}"
+        )
+    if sync_batch_norm and _backend.BACKEND != "tensorflow":
+        raise ValueError(
+            "sync_batch_norm=True needs Keras' TensorFlow backend. On JAX, "
+            "`keras.distribution.DataParallel` already normalizes with the "
+            "statistics of the global batch: pass sync_batch_norm=None."
         )
     return sync_batch_norm
 
@@ -266,3 +272,57 @@ def _check_input_shape(input_shape, stem, architecture):
                 + (" or stem='cifar'." if stem == "imagenet" else ".")
             )
     return input_shape
+
+
+def convnet(input_shape=(32, 32, 3), width=32, sync_batch_norm=None, name="convnet"):
+    """A small encoder for CPUs: 4 x (3x3 convolution, batch norm, ReLU), pooled.
+
+    The widths are `width`, 2x, 4x and 8x; the last three convolutions have stride
+    2. With `width=32`: 388,896 trainable parameters and, at 32x32, 15 M
+    multiply-adds per image (the CIFAR ResNet-18: 11.2 M and 0.56 G). For trying
+    the method out on a CPU, not for results.
+
+    Args:
+        input_shape: `(height, width, 3)`; any sizes, `None` included.
+        width: int, channels of the first convolution.
+        sync_batch_norm: synchronize the batch statistics across replicas; `None`
+            does so when built under a strategy of several replicas.
+        name: the model's name.
+
+    Returns:
+        A functional `keras.Model` from normalized float images `(B, H, W, 3)` to
+        features `(B, 8 * width)`.
+
+    Example:
+
+    >>> encoder = convnet((32, 32, 3))
+    >>> encoder.output_shape
+    (None, 256)
+    """
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ValueError(
+            "`input_shape` must be (height, width, 3) for RGB images. "
+            f"Received: input_shape={input_shape}"
+        )
+    sync = _resolve_sync_batch_norm(sync_batch_norm)
+    images = keras.Input(input_shape, name="images")
+    x = images
+    for index, strides in enumerate((1, 2, 2, 2)):
+        x = keras.layers.Conv2D(
+            width * 2**index,
+            3,
+            strides=strides,
+            padding="same",
+            use_bias=False,
+            name=f"conv{index}",
+        )(x)
+        x = keras.layers.BatchNormalization(
+            momentum=BN_MOMENTUM,
+            epsilon=BN_EPSILON,
+            synchronized=sync,
+            name=f"bn{index}",
+        )(x)
+        x = keras.layers.ReLU(name=f"relu{index}")(x)
+    features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.Model(images, features, name=name)

@@ -21,18 +21,28 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
-from keras_barlow import evaluation, losses
-from keras_barlow.model import embedding_std
+from keras_barlow import _checks as checks
+from keras_barlow import losses, metrics
+from keras_barlow.evaluation import features, knn
 
 HISTOGRAM_BINS = 50
-# A diverging map for values in [-1, 1]: ColorBrewer's RdBu reversed.
-_DIVERGING_ANCHORS = np.linspace(-1.0, 1.0, 5)
-_DIVERGING_COLORS = np.array(
+# matplotlib's "RdBu_r" (ColorBrewer RdBu, reversed), as the 8-bit colors of its 11
+# anchors on [-1, 1]. Copied, not imported: matplotlib is an optional dependency
+# (`keras_barlow.plotting`) and this picture is drawn during training, where it
+# may be missing. tests/test_callbacks.py checks the copy against matplotlib.
+_RDBU_R_ANCHORS = np.linspace(-1.0, 1.0, 11)
+_RDBU_R_COLORS = np.array(
     [
         (5, 48, 97),
+        (33, 102, 172),
         (67, 147, 195),
+        (146, 197, 222),
+        (209, 229, 240),
         (247, 247, 247),
+        (253, 219, 199),
+        (244, 165, 130),
         (214, 96, 77),
+        (178, 24, 43),
         (103, 0, 31),
     ],
     dtype=np.float64,
@@ -42,9 +52,10 @@ _DIVERGING_COLORS = np.array(
 def correlation_image(c, max_dims=64, pixels_per_cell=4):
     """An RGB picture of the top-left block of a correlation matrix.
 
-    Values are clipped to [-1, 1] and colored with a diverging map: blue for -1,
-    white for 0, red for +1, so the identity the loss aims for is a red diagonal
-    on white. Each entry becomes a `pixels_per_cell`-wide square.
+    Values are clipped to [-1, 1] and colored with matplotlib's diverging map
+    "RdBu_r", as `keras_barlow.plotting.plot_cross_correlation` draws them: blue
+    for -1, white for 0, red for +1, so the identity the loss aims for is a red
+    diagonal on white. Each entry becomes a `pixels_per_cell`-wide square.
 
     Args:
         c: `(D, D)` tensor or array.
@@ -57,7 +68,7 @@ def correlation_image(c, max_dims=64, pixels_per_cell=4):
     block = np.clip(np.asarray(c, np.float64)[:max_dims, :max_dims], -1.0, 1.0)
     rgb = np.stack(
         [
-            np.interp(block, _DIVERGING_ANCHORS, _DIVERGING_COLORS[:, channel])
+            np.interp(block, _RDBU_R_ANCHORS, _RDBU_R_COLORS[:, channel])
             for channel in range(3)
         ],
         axis=-1,
@@ -70,15 +81,6 @@ def correlation_image(c, max_dims=64, pixels_per_cell=4):
 # Shared pieces of the callbacks.
 
 
-def _check_every_n_epochs(every_n_epochs):
-    if int(every_n_epochs) != every_n_epochs or every_n_epochs < 1:
-        raise ValueError(
-            "`every_n_epochs` must be a positive integer. "
-            f"Received: every_n_epochs={every_n_epochs}"
-        )
-    return int(every_n_epochs)
-
-
 class _EpochCallback(keras.callbacks.Callback):
     """Runs `measure(epoch, logs)` every `every_n_epochs` epochs (counted from 1).
 
@@ -88,7 +90,7 @@ class _EpochCallback(keras.callbacks.Callback):
 
     def __init__(self, every_n_epochs=1, log_dir=None):
         super().__init__()
-        self.every_n_epochs = _check_every_n_epochs(every_n_epochs)
+        self.every_n_epochs = checks.positive_int("every_n_epochs", every_n_epochs)
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
         self._writer = None
 
@@ -185,33 +187,28 @@ class KNNMonitor(_EpochCallback):
         log_dir=None,
     ):
         super().__init__(every_n_epochs, log_dir)
-        if k < 1:
-            raise ValueError(f"`k` must be at least 1. Received: k={k}")
-        if temperature <= 0:
-            raise ValueError(
-                f"`temperature` must be > 0. Received: temperature={temperature}"
-            )
+        # Checked now, not after the first epoch, by knn_accuracy's own rule.
+        self.k, self.temperature = knn.check_knn_settings(k, temperature)
         self.train_ds, self.val_ds = train_ds, val_ds
-        self.k, self.temperature = k, temperature
         self.num_classes = num_classes
         self.preprocess = preprocess
         self._features_of = None
 
     def on_train_begin(self, logs=None):
         # One compiled feature function for the whole run: no retracing per epoch.
-        self._features_of = evaluation.feature_function(
+        self._features_of = features.feature_function(
             _encoder_of(self.model), self.preprocess
         )
 
     def measure(self, epoch, logs):
-        train = evaluation.collect_features(self._features_of, self.train_ds)
-        val = evaluation.collect_features(self._features_of, self.val_ds)
+        train = features.collect_features(self._features_of, self.train_ds)
+        val = features.collect_features(self._features_of, self.val_ds)
         if train[1] is None or val[1] is None:
             raise ValueError(
                 "KNNMonitor needs datasets of (images, labels). "
                 "Received a dataset without labels."
             )
-        accuracy = evaluation.knn_accuracy(
+        accuracy = knn.knn_accuracy(
             *train,
             *val,
             k=self.k,
@@ -282,11 +279,7 @@ class CrossCorrelationImage(_FixedBatchCallback):
 
     def __init__(self, log_dir, images, max_dims=64, every_n_epochs=1, seed=0):
         super().__init__(images, every_n_epochs, log_dir, seed)
-        if max_dims < 1:
-            raise ValueError(
-                f"`max_dims` must be at least 1. Received: max_dims={max_dims}"
-            )
-        self.max_dims = int(max_dims)
+        self.max_dims = checks.positive_int("max_dims", max_dims)
 
     def measure(self, epoch, logs):
         c = losses.cross_correlation(*self.embeddings())
@@ -327,11 +320,11 @@ class CollapseMonitor(_FixedBatchCallback):
     Every `every_n_epochs` epochs, on the embeddings of the two fixed views of
     `images`:
 
-    * `collapse_embedding_std`: `keras_barlow.model.embedding_std` of the first
+    * `collapse_embedding_std`: `keras_barlow.metrics.embedding_std` of the first
       view: about 1 for spread-out embeddings, 0 for a collapse to a point;
     * `collapse_off_diagonal`: mean |C_ij|, i != j, of the cross-correlation:
       the redundancy left between dimensions;
-    * `collapse_effective_rank`: `keras_barlow.evaluation.effective_rank` of the
+    * `collapse_effective_rank`: `keras_barlow.metrics.effective_rank` of the
       first view's embeddings: how many dimensions are in use, at most
       `min(N, D)`.
 
@@ -351,9 +344,9 @@ class CollapseMonitor(_FixedBatchCallback):
         c = losses.cross_correlation(z1, z2)
         self._log_scalars(
             {
-                "collapse_embedding_std": embedding_std(z1),
-                "collapse_off_diagonal": evaluation.mean_abs_off_diagonal(c),
-                "collapse_effective_rank": evaluation.effective_rank(z1),
+                "collapse_embedding_std": metrics.embedding_std(z1),
+                "collapse_off_diagonal": metrics.mean_abs_off_diagonal(c),
+                "collapse_effective_rank": metrics.effective_rank(z1),
             },
             epoch,
             logs,
@@ -373,14 +366,16 @@ NON_FINITE_CAUSES = (
 )
 
 
-class NaNGuard(keras.callbacks.Callback):
+class NaNGuard(keras.callbacks.TerminateOnNaN):
     """Stop training at the first NaN or Inf loss, naming the step and likely causes.
 
-    After every batch the logged loss is checked. It is the running mean of the
-    epoch, so one non-finite step makes it non-finite at once. The guard then
-    raises `FloatingPointError`: `fit` ends at this batch, before the end of the
-    epoch, so no later callback (such as
-    `keras_barlow.checkpoints.TrainingCheckpoint`) saves the broken weights.
+    `keras.callbacks.TerminateOnNaN(raise_error=True)`, extended: after every batch
+    the logged `monitor` value (the running mean of the epoch's loss, so one
+    non-finite step makes it non-finite at once) is checked, and a non-finite one
+    raises `FloatingPointError` with the optimizer step, epoch, batch and likely
+    causes. It raises rather than setting `model.stop_training` (Keras' default):
+    a stop still ends the epoch, and `on_epoch_end` callbacks such as
+    `keras_barlow.checkpoints.TrainingCheckpoint` would save the broken weights.
     Reading the loss costs nothing more: with TensorFlow, Keras converts the logs
     to Python numbers after every batch anyway.
 
@@ -398,14 +393,14 @@ class NaNGuard(keras.callbacks.Callback):
     """
 
     def __init__(self, monitor="loss"):
-        super().__init__()
+        super().__init__(raise_error=True)
         self.monitor = monitor
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is None or np.isfinite(value):
             return

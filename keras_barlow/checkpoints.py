@@ -23,6 +23,10 @@ checkpoint that fails to load (e.g. a damaged disk) is skipped with a warning in
 favour of the one before it; the failed attempt leaves the model as it was. The
 last `max_to_keep` checkpoints are kept.
 
+A restarted run must be the same run: `check_settings` stores a run's settings
+beside its checkpoints and refuses a restart with other ones, and
+`TrainingCheckpoint.check_epochs` refuses fewer epochs than are already done.
+
 Resuming restarts the interrupted epoch from its beginning. The run then ends
 with the same weights as an uninterrupted one when every epoch sees the same
 batches in the same order after a restart: see `TrainingCheckpoint` for the
@@ -39,6 +43,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_barlow import _checks
 from keras_barlow.callbacks import NON_FINITE_CAUSES
 
 _CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)$")
@@ -119,13 +124,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
     def __init__(self, directory, max_to_keep=2):
         super().__init__()
-        if int(max_to_keep) != max_to_keep or max_to_keep < 1:
-            raise ValueError(
-                "`max_to_keep` must be a positive integer. "
-                f"Received: max_to_keep={max_to_keep}"
-            )
         self.directory = os.fspath(directory)
-        self.max_to_keep = int(max_to_keep)
+        self.max_to_keep = _checks.positive_int("max_to_keep", max_to_keep)
         self._restored_epoch = None
         self._first_epoch_of_fit = False
         self._batches_this_epoch = 0
@@ -184,6 +184,26 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             )
         self._restored_epoch = 0
         return 0
+
+    def check_epochs(self, epochs, name="epochs"):
+        """Refuse to train to `epochs` when more epochs are already completed here.
+
+        Args:
+            epochs: int, the total epochs the run asks for.
+            name: how the caller's user typed `epochs`, for the message (e.g.
+                `"--epochs"` in a script with flags).
+
+        Raises:
+            ValueError: `epochs` is below `latest_epoch()`.
+        """
+        completed = self.latest_epoch()
+        if epochs < completed:
+            raise ValueError(
+                f"{name}={epochs} is fewer than the {completed} epochs already "
+                f"completed in {self.directory}. Pass {name}={completed} or more to "
+                "resume (or just evaluate and export) this run, or train a new one "
+                "in another directory."
+            )
 
     def checkpoints(self):
         """Paths of the complete checkpoints, oldest first."""
@@ -295,6 +315,95 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     @staticmethod
     def _is_chief(model):
         return getattr(model.distribute_strategy.extended, "should_checkpoint", True)
+
+
+def check_settings(path, settings, may_change=()):
+    """Store a new run's settings in `path`; refuse to resume one with other settings.
+
+    The first call for a run writes `settings` as JSON. A later call (a restart)
+    compares them with the stored ones and raises on any difference, except in the
+    keys of `may_change`. A value given as an `os.PathLike` (e.g. `pathlib.Path`)
+    is a local path: it is stored resolved (absolute, links followed) and compared
+    resolved, so the same data reached by another path is the same setting.
+
+    Args:
+        path: the JSON file, e.g. `model_dir/settings.json` (a local path or any
+            `tf.io.gfile` URL).
+        settings: dict of JSON-ready values (nested dicts compare key by key;
+            tuples compare equal to lists), or `os.PathLike` values.
+        may_change: dotted keys that may differ on a restart, e.g.
+            `("recipe.epochs",)`.
+
+    Returns:
+        The settings as stored (a dict of JSON values).
+
+    Raises:
+        ValueError: the stored settings differ; the message lists every change as
+            `key: old -> new`.
+
+    Example:
+
+    ```python
+    checkpoints.check_settings(
+        f"{model_dir}/settings.json",
+        {"data": pathlib.Path(data_dir), "seed": 0, "recipe": {"epochs": 100}},
+        may_change=("recipe.epochs",),
+    )
+    ```
+    """
+    current = json.loads(json.dumps(_resolve_paths(settings)))
+    if not tf.io.gfile.exists(path):
+        tf.io.gfile.makedirs(os.path.dirname(path) or ".")
+        _write_atomically(path, json.dumps(current, indent=2))
+        return current
+    with tf.io.gfile.GFile(path) as file:
+        stored = json.load(file)
+    changed = [
+        change
+        for key, change in _differences(stored, current, _path_keys(settings))
+        if key not in may_change
+    ]
+    if changed:
+        raise ValueError(
+            f"{os.path.dirname(path) or '.'!r} holds a run with other settings "
+            f"({'; '.join(changed)}). Resume it with its own settings, or start the "
+            "new run in another directory."
+        )
+    return stored
+
+
+def _resolve_paths(settings):
+    if isinstance(settings, dict):
+        return {key: _resolve_paths(value) for key, value in settings.items()}
+    if isinstance(settings, os.PathLike):
+        return os.path.realpath(settings)
+    return settings
+
+
+def _path_keys(settings, prefix=""):
+    """Dotted keys of the `os.PathLike` values of `settings`."""
+    keys = set()
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            keys |= _path_keys(value, f"{prefix}{key}.")
+        elif isinstance(value, os.PathLike):
+            keys.add(f"{prefix}{key}")
+    return keys
+
+
+def _differences(stored, current, path_keys, prefix=""):
+    """`(dotted key, "key: old -> new")` for each differing leaf."""
+    for key in sorted(set(stored) | set(current)):
+        old, new = stored.get(key), current.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(old, dict) and isinstance(new, dict):
+            yield from _differences(old, new, path_keys, f"{name}.")
+        elif name in path_keys and isinstance(old, str):
+            # A store written before paths were resolved holds the text given.
+            if os.path.realpath(old) != new:
+                yield name, f"{name}: {old!r} -> {new!r}"
+        elif old != new:
+            yield name, f"{name}: {old!r} -> {new!r}"
 
 
 def _state(model, epoch):

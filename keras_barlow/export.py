@@ -13,6 +13,9 @@ Signatures:
   images, each of any size -> `{"features": float32 (None, F)}`.
 - `serve_embeddings` (with `include_projector=True`): uint8 images as in
   `serving_default` -> `{"embeddings": float32 (None, D)}`, the projector output.
+
+An empty request (0 images) gets `(0, F)` features (`(0, D)` embeddings). An item of
+a `serve_jpeg` batch that is not an image fails the request with its index.
 """
 
 import os
@@ -22,7 +25,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from keras_barlow import augment, validation
+from keras_barlow import _checks, augment, input_checks
 from keras_barlow.model import BarlowTwins
 
 IMAGES_SPEC = tf.TensorSpec((None, None, None, 3), tf.uint8, name="images")
@@ -99,20 +102,45 @@ def export_encoder(
 def _build_archive(encoder, projector, preprocess):
     """An ExportArchive with the serving signatures; checks the feature shape."""
 
+    height, width = preprocess.image_size
+
     def features(images):
         return tf.cast(encoder(images, training=False), tf.float32)
 
+    def unless_empty(count, compute, head=features):
+        """`compute()`, or `(0, F)` for an empty request, which the preprocessing
+        (and some encoders) cannot take: a blank image's output, none of its rows."""
+
+        def none():
+            return head(tf.zeros((1, height, width, 3), tf.float32))[:0]
+
+        return tf.cond(count > 0, compute, none)
+
     def serve_images(images):
-        return {"features": features(preprocess(images))}
+        return {
+            "features": unless_empty(
+                tf.shape(images)[0], lambda: features(preprocess(images))
+            )
+        }
 
     def serve_jpeg(image_bytes):
-        return {"features": features(_decode_and_preprocess(image_bytes, preprocess))}
+        return {
+            "features": unless_empty(
+                tf.size(image_bytes),
+                lambda: features(_decode_and_preprocess(image_bytes, preprocess)),
+            )
+        }
+
+    def embeddings(images):
+        outputs = projector(encoder(images, training=False), training=False)
+        return tf.cast(outputs, tf.float32)
 
     def serve_embeddings(images):
-        embeddings = projector(
-            encoder(preprocess(images), training=False), training=False
-        )
-        return {"embeddings": tf.cast(embeddings, tf.float32)}
+        return {
+            "embeddings": unless_empty(
+                tf.shape(images)[0], lambda: embeddings(preprocess(images)), embeddings
+            )
+        }
 
     archive = keras.export.ExportArchive()
     archive.track(encoder)
@@ -129,19 +157,36 @@ def _decode_and_preprocess(image_bytes, preprocess):
     """Encoded images of any sizes `(B,)` -> preprocessed float32 `(B, h, w, 3)`.
 
     Each image is decoded and brought to the encoder's size on its own, so one
-    request may mix sizes (and JPEG with PNG).
+    request may mix sizes (and JPEG with PNG). An item whose first bytes are not
+    those of a JPEG, PNG, GIF or BMP file fails the request, its index in the
+    message.
     """
 
-    def decode_one(encoded):
-        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    def decode_one(item):
+        index, encoded = item
+        known = tf.reduce_any(
+            [tf.strings.substr(encoded, 0, len(m)) == m for m in _IMAGE_MAGIC]
+        )
+        message = tf.strings.format(
+            "image_bytes[{}] is not an encoded JPEG, PNG, GIF or BMP image (it "
+            "starts with {}). Send each image file's bytes as one item.",
+            (index, tf.strings.substr(encoded, 0, 8)),
+        )
+        with tf.control_dependencies([tf.debugging.Assert(known, [message])]):
+            image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
         return preprocess(image[tf.newaxis])[0]
 
     height, width = preprocess.image_size
+    indices = tf.range(tf.size(image_bytes, out_type=tf.int64))
     return tf.map_fn(
         decode_one,
-        image_bytes,
+        (indices, image_bytes),
         fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32),
     )
+
+
+# The first bytes of the formats `tf.io.decode_image` reads.
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 
 
 def _split_model(model_or_encoder, include_projector):
@@ -168,7 +213,7 @@ def _check_encoder(encoder):
             f"The encoder {encoder.name!r} has no weights yet. Train it, or call it "
             "once on a batch of images, before exporting it."
         )
-    shape = validation.encoder_input_shape(encoder)
+    shape = input_checks.encoder_input_shape(encoder)
     if shape is not None and (
         not isinstance(shape, tuple) or len(shape) != 4 or shape[-1] != 3
     ):
@@ -191,16 +236,16 @@ def _check_features(features):
 
 
 def _resolve_image_size(encoder, image_size):
-    fixed = validation.encoder_image_size(encoder)
+    fixed = input_checks.encoder_image_size(encoder)
     if image_size is None:
         if fixed is None:
             raise ValueError(
                 f"The encoder {encoder.name!r} has no fixed input size (input "
-                f"shape {validation.encoder_input_shape(encoder)}), so `image_size` "
+                f"shape {input_checks.encoder_input_shape(encoder)}), so `image_size` "
                 "is needed. Pass the size it was trained on, e.g. image_size=224."
             )
         return fixed
-    size = augment.image_size_pair("image_size", image_size)
+    size = _checks.image_size("image_size", image_size)
     if fixed is not None and fixed != size:
         raise ValueError(
             f"`image_size` does not match the encoder {encoder.name!r}, which takes "

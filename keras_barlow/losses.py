@@ -7,10 +7,13 @@ take the cross-correlation matrix `C = z1n^T z2n / N` and push it towards the id
 
 Two facts make this module more than those three lines:
 
-* Inside a replica context of a `tf.distribute` strategy the batch statistics and
-  `C` are those of the *global* batch (all replicas together), so training on R
-  devices is the same algorithm as training on one. Every replica gets the same
-  scalar; see `BarlowTwins.train_step` for the matching gradient scaling.
+* The batch statistics and `C` are those of the *global* batch, so training on R
+  devices is the same algorithm as training on one. On JAX
+  (`keras.distribution.DataParallel`) the step sees the global batch as one
+  sharded array and nothing more is needed. Inside a replica context of a
+  `tf.distribute` strategy the statistics and `C` are reduced across replicas;
+  every replica gets the same scalar (see `BarlowTwins.train_step` for the
+  matching gradient scaling).
 * `sum_ij C_ij^2` does not need `C`. With `G1 = z1n z1n^T` and `G2 = z2n z2n^T`
   (both N x N), `sum_ij C_ij^2 = sum_ab G1_ab G2_ab / N^2`: O(N^2 D) instead of
   O(N D^2) time and O(N^2) instead of O(D^2) memory. It is chosen automatically when
@@ -37,12 +40,13 @@ R before the optimizer sums the replicas' gradients (`BarlowTwins.train_step`
 does).
 
 "Exact" is about the algorithm, not the arithmetic: on Ampere and newer GPUs
-TensorFlow runs float32 products in TF32 unless
-`tf.config.experimental.enable_tensor_float_32_execution(False)` is called, and
-entries of C are then only about 1e-4 accurate (`benchmarks/RESULTS.md`).
+TensorFlow and JAX run float32 products in TF32 by default, and entries of C are
+then less accurate than in full float32 (README, "Mixed precision").
 """
 
-import tensorflow as tf
+from keras import backend, ops
+
+from keras_barlow import _backend, _checks
 
 DEFAULT_LAMBD = 0.0051
 BATCH_NORM_EPSILON = 1e-5
@@ -67,13 +71,13 @@ def cross_correlation(z1, z2, epsilon=BATCH_NORM_EPSILON):
 
     Example:
 
-    >>> z = tf.random.normal((64, 128))
+    >>> z = np.random.default_rng(0).normal(size=(64, 128)).astype("float32")
     >>> c = cross_correlation(z, z)
-    >>> c.shape
-    TensorShape([128, 128])
+    >>> tuple(c.shape)
+    (128, 128)
     """
     z1n, z2n, n = normalize_along_batch(z1, z2, epsilon)
-    return _sum_across_replicas(tf.matmul(z1n, z2n, transpose_a=True)) / n
+    return _backend.sum_across_replicas(ops.matmul(ops.transpose(z1n), z2n)) / n
 
 
 def barlow_twins_terms(z1, z2, method="auto", epsilon=BATCH_NORM_EPSILON):
@@ -92,20 +96,17 @@ def barlow_twins_terms(z1, z2, method="auto", epsilon=BATCH_NORM_EPSILON):
         `sum_i (1 - C_ii)^2` and
         `sum_{i != j} C_ij^2`.
     """
-    if method not in METHODS:
-        raise ValueError(
-            f"`method` must be one of {METHODS}. Received: method={method!r}"
-        )
+    _checks.choice("method", method, METHODS)
     z1n, z2n, n = normalize_along_batch(z1, z2, epsilon)
-    diagonal = _sum_across_replicas(tf.reduce_sum(z1n * z2n, axis=0)) / n  # D
+    diagonal = _backend.sum_across_replicas(ops.sum(z1n * z2n, axis=0)) / n  # D
     if method == "auto":
         method = choose_method(_global_batch_size(z1), z1.shape[-1])
     if method == "gram":
         squares = _sum_of_squares_from_gram(z1n, z2n, n)
     else:
         squares = _sum_of_squares_from_cross_correlation(z1n, z2n, n)
-    on_diag = tf.reduce_sum(tf.square(1.0 - diagonal))
-    off_diag = squares - tf.reduce_sum(tf.square(diagonal))
+    on_diag = ops.sum(ops.square(1.0 - diagonal))
+    off_diag = squares - ops.sum(ops.square(diagonal))
     return on_diag, off_diag
 
 
@@ -138,11 +139,13 @@ def barlow_twins_loss(
 
     Example:
 
-    >>> z1 = tf.random.normal((32, 64))
-    >>> z2 = z1 + 0.1 * tf.random.normal((32, 64))
+    >>> rng = np.random.default_rng(0)
+    >>> z1 = rng.normal(size=(32, 64)).astype("float32")
+    >>> z2 = z1 + 0.1 * rng.normal(size=(32, 64)).astype("float32")
     >>> float(barlow_twins_loss(z1, z2)) > 0.0
     True
     """
+    _checks.non_negative("lambd", lambd)
     on_diag, off_diag = barlow_twins_terms(z1, z2, method=method, epsilon=epsilon)
     return scale_loss * (on_diag + lambd * off_diag)
 
@@ -172,87 +175,84 @@ def normalize_along_batch(z1, z2, epsilon=BATCH_NORM_EPSILON):
         float32 (float64 for float64 inputs).
     """
     z1, z2 = _validated_embeddings(z1, z2)
-    n_local = tf.cast(tf.shape(z1)[0], z1.dtype)
-    n, sum1, sum2 = _sum_across_replicas(
-        [n_local, tf.reduce_sum(z1, axis=0), tf.reduce_sum(z2, axis=0)]
+    n_local = ops.cast(ops.shape(z1)[0], z1.dtype)
+    n, sum1, sum2 = _backend.sum_across_replicas(
+        [n_local, ops.sum(z1, axis=0), ops.sum(z2, axis=0)]
     )
+    n = _checked_global_batch(n, z1)
     centered1, centered2 = z1 - sum1 / n, z2 - sum2 / n
-    squares1, squares2 = _sum_across_replicas(
-        [tf.reduce_sum(tf.square(centered1), 0), tf.reduce_sum(tf.square(centered2), 0)]
+    squares1, squares2 = _backend.sum_across_replicas(
+        [ops.sum(ops.square(centered1), 0), ops.sum(ops.square(centered2), 0)]
     )
-    z1n = centered1 * tf.math.rsqrt(squares1 / n + epsilon)
-    z2n = centered2 * tf.math.rsqrt(squares2 / n + epsilon)
+    z1n = centered1 * ops.rsqrt(squares1 / n + epsilon)
+    z2n = centered2 * ops.rsqrt(squares2 / n + epsilon)
     return z1n, z2n, n
 
 
 def _sum_of_squares_from_cross_correlation(z1n, z2n, n):
-    c = _sum_across_replicas(tf.matmul(z1n, z2n, transpose_a=True)) / n  # D x D
-    return tf.reduce_sum(tf.square(c))
+    c = _backend.sum_across_replicas(ops.matmul(ops.transpose(z1n), z2n)) / n  # D x D
+    return ops.sum(ops.square(c))
 
 
 def _sum_of_squares_from_gram(z1n, z2n, n):
     # Each replica computes its own rows of G1 and G2 against the gathered batch,
     # so the O(N^2 D) work is split across replicas instead of repeated.
-    all_z1n, all_z2n = _gather_across_replicas([z1n, z2n])  # N x D each
-    gram1_rows = tf.matmul(z1n, all_z1n, transpose_b=True)  # n x N
-    gram2_rows = tf.matmul(z2n, all_z2n, transpose_b=True)  # n x N
-    return _sum_across_replicas(tf.reduce_sum(gram1_rows * gram2_rows)) / tf.square(n)
+    all_z1n, all_z2n = _backend.gather_across_replicas([z1n, z2n])  # N x D each
+    gram1_rows = ops.matmul(z1n, ops.transpose(all_z1n))  # n x N
+    gram2_rows = ops.matmul(z2n, ops.transpose(all_z2n))  # n x N
+    squares = ops.sum(gram1_rows * gram2_rows)
+    return _backend.sum_across_replicas(squares) / ops.square(n)
 
 
 def _validated_embeddings(z1, z2):
-    z1, z2 = tf.convert_to_tensor(z1), tf.convert_to_tensor(z2)
+    z1, z2 = ops.convert_to_tensor(z1), ops.convert_to_tensor(z2)
     for name, z in (("z1", z1), ("z2", z2)):
-        if z.shape.rank != 2:
+        if len(z.shape) != 2:
             raise ValueError(
                 f"Embeddings must have shape (batch_size, dim). Received: {name} with "
-                f"shape {z.shape}. Flatten or pool the features before the loss."
+                f"shape {tuple(z.shape)}. Flatten or pool the features before the loss."
             )
-        if not z.dtype.is_floating:
+        if not backend.is_float_dtype(z.dtype):
             raise ValueError(
                 "Embeddings must be floating point. "
-                f"Received: {name}.dtype={z.dtype.name}"
+                f"Received: {name}.dtype={backend.standardize_dtype(z.dtype)}"
             )
-    if not z1.shape.is_compatible_with(z2.shape):
+    if not all(
+        a is None or b is None or a == b
+        for a, b in zip(z1.shape, z2.shape, strict=True)
+    ):
         raise ValueError(
             "`z1` and `z2` must have the same shape (the two views of the same "
-            f"images). Received: z1.shape={z1.shape}, z2.shape={z2.shape}"
+            f"images). Received: z1.shape={tuple(z1.shape)}, "
+            f"z2.shape={tuple(z2.shape)}"
         )
-    if z1.shape[0] is not None and z1.shape[0] * _num_replicas() < 2:
+    if z1.shape[0] is not None and z1.shape[0] * _backend.num_replicas() < 2:
         raise ValueError(
-            "Batch statistics need at least 2 samples in the global batch. "
-            f"Received: a batch of {z1.shape[0]}. Use a larger batch size."
+            f"{_TOO_SMALL} Received: a batch of {z1.shape[0]}. Use a larger batch size."
         )
-    dtype = tf.float64 if z1.dtype == tf.float64 else tf.float32
-    return tf.cast(z1, dtype), tf.cast(z2, dtype)
+    dtype = "float64" if backend.standardize_dtype(z1.dtype) == "float64" else "float32"
+    return ops.cast(z1, dtype), ops.cast(z2, dtype)
 
 
-def _replica_context():
-    """The replica context when running on several replicas, else None."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return None
-    return context
+_TOO_SMALL = "Batch statistics need at least 2 samples in the global batch."
 
 
-def _num_replicas():
-    context = _replica_context()
-    return 1 if context is None else context.num_replicas_in_sync
+def _checked_global_batch(n, z1):
+    """`n`, made to wait for a check that it is at least 2 when not static.
+
+    Only TensorFlow graphs have batch sizes unknown when tracing; a static size
+    was checked by `_validated_embeddings`.
+    """
+    if z1.shape[0] is not None or _backend.BACKEND != "tensorflow":
+        return n
+    tf = _backend.tf
+    check = tf.debugging.Assert(
+        n >= 2, [f"{_TOO_SMALL} Received: a global batch of", n, "Use a larger batch."]
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(n)
 
 
 def _global_batch_size(z):
     local = z.shape[0]
-    return None if local is None else local * _num_replicas()
-
-
-def _sum_across_replicas(values):
-    context = _replica_context()
-    if context is None:
-        return values
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
-
-
-def _gather_across_replicas(values):
-    context = _replica_context()
-    if context is None:
-        return values
-    return [context.all_gather(value, axis=0) for value in values]
+    return None if local is None else local * _backend.num_replicas()

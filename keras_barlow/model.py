@@ -5,10 +5,12 @@ import random
 import warnings
 
 import keras
-import tensorflow as tf
+from keras import ops
 
+from keras_barlow import _backend, _checks, input_checks, losses
 from keras_barlow import augment as augment_lib
-from keras_barlow import losses, validation
+from keras_barlow._train_step import TrainStep
+from keras_barlow.metrics import embedding_std
 
 
 @keras.saving.register_keras_serializable(package="keras_barlow")
@@ -16,9 +18,12 @@ class Projector(keras.layers.Layer):
     """The projector MLP of the paper.
 
     `Dense(use_bias=False) -> BatchNormalization -> ReLU` for every layer but the
-    last, then `Dense(use_bias=False)`. The batch normalization is synchronized
-    across replicas (and matches PyTorch's `BatchNorm1d`: epsilon 1e-5, momentum
-    0.1), so the projector computes the same function on R devices as on one.
+    last, then `Dense(use_bias=False)`. The batch normalization matches PyTorch's
+    `BatchNorm1d` (epsilon 1e-5, momentum 0.1) and uses the statistics of the
+    global batch, so the projector computes the same function on R devices as on
+    one: synchronized across `tf.distribute` replicas on TensorFlow; on JAX,
+    `DataParallel` runs one program on the global batch, where Keras' synchronized
+    batch normalization does not exist and is not needed.
 
     Args:
         units: sizes of the layers, e.g. `(8192, 8192, 8192)`.
@@ -28,13 +33,13 @@ class Projector(keras.layers.Layer):
 
     def __init__(self, units=(8192, 8192, 8192), **kwargs):
         super().__init__(**kwargs)
-        units = tuple(int(size) for size in units)
-        if not units or min(units) < 1:
+        units = tuple(units)
+        if not units:
             raise ValueError(
-                "`units` must be a non-empty sequence of positive sizes. "
+                "`units` must be a non-empty sequence of sizes. "
                 f"Received: units={units}"
             )
-        self.units = units
+        self.units = tuple(_checks.positive_int("units", size) for size in units)
         self.blocks = []
         for index, size in enumerate(units):
             self.blocks.append(
@@ -45,7 +50,7 @@ class Projector(keras.layers.Layer):
                     keras.layers.BatchNormalization(
                         momentum=0.9,
                         epsilon=1e-5,
-                        synchronized=True,
+                        synchronized=_backend.BACKEND == "tensorflow",
                         name=f"bn_{index}",
                     )
                 )
@@ -69,7 +74,7 @@ class Projector(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_barlow")
-class BarlowTwins(keras.Model):
+class BarlowTwins(TrainStep, keras.Model):
     """Barlow Twins self-supervised pre-training (Zbontar et al., 2021).
 
     Two distorted views of each image go through the same encoder and projector;
@@ -79,28 +84,30 @@ class BarlowTwins(keras.Model):
     `model(images)` returns the projector embeddings; `model.encoder` is the
     network to keep after pre-training.
 
-    Under a `tf.distribute` strategy (`MirroredStrategy`,
-    `MultiWorkerMirroredStrategy`) the loss is that of the global batch (global
-    batch statistics, global cross-correlation; see `keras_barlow.losses` for
-    which reduction is used when), the train step divides it by the number of
-    replicas R before the optimizer sums their gradients, and the projector's
-    batch normalization is synchronized, so training on R replicas with a global
-    batch of N gives the same updates as one device with a batch of N. An encoder
-    of your own stays exact if its batch normalization is synchronized too
-    (`keras_barlow.backbones` does it under a strategy). Augmentation draws differ
-    across replicas and steps. The global batch must split into equal
-    per-replica batches of at least 2: batch the dataset with
-    `drop_remainder=True` and a multiple of R. `fit` and `evaluate` check a
-    static batch size at once; a batch size known only at run time is checked
-    by the step, before any weight changes (not under `jit_compile=True`, where
-    TensorFlow drops run-time assertions).
+    It trains on Keras' TensorFlow and JAX backends. On R devices a step is the
+    single-device step on the same global batch (global batch statistics, global
+    cross-correlation, batch normalization of the global batch):
+
+    * TensorFlow, under `MirroredStrategy` or `MultiWorkerMirroredStrategy`: the
+      statistics and C are reduced across replicas, the train step divides the
+      loss by R before the optimizer sums the replicas' gradients, and the
+      projector's batch normalization is synchronized. An encoder of your own
+      stays exact if its batch normalization is synchronized too
+      (`keras_barlow.backbones` does it under a strategy). The global batch must
+      split into equal per-replica batches of at least 2: batch the dataset with
+      `drop_remainder=True` and a multiple of R.
+    * JAX, under `keras.distribution.DataParallel`: one program runs on the
+      global batch sharded over the devices; nothing else is needed.
+
+    Augmentation draws depend on the seed, the step and (on TensorFlow) the
+    replica, and differ between backends for the same seed.
 
     Args:
         encoder: a `keras.Model` mapping normalized float images `(B, H, W, 3)` to
             features `(B, F)`, e.g. `keras_barlow.backbones.ResNet50(...)`.
         projector_dims: sizes of the projector layers; the last is the
             embedding dimension D.
-        lambd: weight of the off-diagonal (redundancy reduction) term.
+        lambd: weight of the off-diagonal (redundancy reduction) term, >= 0.
         scale_loss: overall factor of the loss.
         augmenter: how views are made from the input images: a layer whose
             `call(images, seed=None)` returns `(view1, view2)` drawn from `seed`
@@ -110,13 +117,15 @@ class BarlowTwins(keras.Model):
             pre-made view pairs `(x1, x2)`.
         correlation_method: `"auto"`, `"cross_correlation"` or `"gram"`; see
             `keras_barlow.losses.barlow_twins_terms`.
-        seed: int seed of the augmentation draws, which depend on it, the train
-            step count (`model.train_step_count`, saved with the weights) and the
-            replica only, so a resumed run draws what an uninterrupted one would.
+        seed: int seed of the augmentation draws. It initializes the variable
+            `augment_seed`; the draws of a step depend on it, the step count
+            (`train_step_count`) and the replica only, both saved with the
+            weights, so a resumed run draws what an uninterrupted one would.
 
-    Data for `fit` / `evaluate`: a `tf.data.Dataset` (or array) of uint8 or float
-    images in [0, 255] of shape `(B, H, W, 3)`, or of `(images, labels)` with the
-    labels ignored; with `augmenter=None`, of pairs `(x1, x2)` of ready views.
+    Data for `fit` / `evaluate`: uint8 or float images in [0, 255] of shape
+    `(B, H, W, 3)` (a `tf.data.Dataset`, NumPy arrays with `batch_size`, or a
+    `keras.utils.PyDataset`), or `(images, labels)` with the labels ignored; with
+    `augmenter=None`, pairs `(x1, x2)` of ready views.
 
     Example:
 
@@ -125,7 +134,7 @@ class BarlowTwins(keras.Model):
     model = keras_barlow.BarlowTwins(encoder, projector_dims=(2048, 2048, 2048),
                                      augmenter="cifar")
     model.compile(optimizer=keras_barlow.optimizers.LARS(0.3))
-    model.fit(images_dataset, epochs=10)
+    model.fit(images, batch_size=256, epochs=10)
     ```
     """
 
@@ -146,19 +155,16 @@ class BarlowTwins(keras.Model):
                 "`encoder` must be a keras.Model mapping images to features. "
                 f"Received: {type(encoder).__name__}"
             )
-        if correlation_method not in losses.METHODS:
-            raise ValueError(
-                f"`correlation_method` must be one of {losses.METHODS}. "
-                f"Received: correlation_method={correlation_method!r}"
-            )
         self.encoder = encoder
         self.projector = Projector(projector_dims, name="projector")
         self.projector_dims = self.projector.units
-        self.lambd = float(lambd)
+        self.lambd = float(_checks.non_negative("lambd", lambd))
         self.scale_loss = float(scale_loss)
         self.augmenter = _make_augmenter(augmenter, encoder)
-        self.correlation_method = correlation_method
-        if seed is None and _on_several_workers(tf.distribute.get_strategy()):
+        self.correlation_method = _checks.choice(
+            "correlation_method", correlation_method, losses.METHODS
+        )
+        if seed is None and _backend.on_several_workers():
             raise ValueError(
                 "Under MultiWorkerMirroredStrategy every worker must draw from the "
                 "same augmentation seed. Received: seed=None, which draws a "
@@ -166,12 +172,23 @@ class BarlowTwins(keras.Model):
                 "worker."
             )
         self.seed = random.randrange(2**31 - 1) if seed is None else int(seed)
-        # Counts train steps to seed the augmentation. Not the optimizer's
-        # `iterations`, which a LossScaleOptimizer does not advance on a skipped
-        # step: the next step would repeat its views.
+        # The augmentation seed and step count are state, saved with the weights:
+        # a restored model draws on without retracing. The count is not the
+        # optimizer's `iterations`, which a LossScaleOptimizer does not advance on
+        # a skipped step: the next step would repeat its views.
+        self.augment_seed = None
+        if self.augmenter is not None:
+            self.augment_seed = self.add_weight(
+                shape=(),
+                dtype="int32",
+                initializer=keras.initializers.Constant(self.seed),
+                trainable=False,
+                aggregation="only_first_replica",
+                name="augment_seed",
+            )
         self.train_step_count = self.add_weight(
             shape=(),
-            dtype="int64",
+            dtype=_backend.COUNTER_DTYPE,
             initializer="zeros",
             trainable=False,
             aggregation="only_first_replica",
@@ -207,10 +224,10 @@ class BarlowTwins(keras.Model):
         """Keras' `compile`; `jit_compile` says whether the steps run under XLA.
 
         On one device the whole train step compiles, augmentation included.
-        `"auto"` keeps Keras' rule, which matches what was measured for this
-        model (`benchmarks/xla.py`): XLA off on a CPU-only machine, where it made
-        the train step slower, on for a single GPU (not measured here), off under
-        a `tf.distribute` strategy. `True` with more than one replica falls back
+        `"auto"` keeps Keras' rule: on TensorFlow XLA is off on a CPU-only
+        machine (where it made the train step slower, `benchmarks/xla.py`), on
+        for a single GPU, off under a `tf.distribute` strategy; on JAX the step is
+        always compiled. `True` with more than one TensorFlow replica falls back
         to `False` with a warning: Keras compiles the step of all replicas as one
         XLA program, which cannot reach the other devices' variables
         (keras-team/keras#19005).
@@ -218,10 +235,10 @@ class BarlowTwins(keras.Model):
         XLA draws other random numbers than TensorFlow's kernels from the same
         seed: the views of a step, equally distributed, differ between
         `jit_compile=True` and `False`, so resume a run with the setting it
-        started with to see the same views. XLA also drops the run-time input
-        checks of `keras_barlow.validation`.
+        started with to see the same views. On TensorFlow XLA also drops the
+        run-time input checks of `keras_barlow.input_checks`.
         """
-        replicas = self.distribute_strategy.num_replicas_in_sync
+        replicas = self._replicas()
         if jit_compile is True and replicas > 1:
             warnings.warn(
                 f"jit_compile=True does not work with {replicas} replicas in Keras "
@@ -240,62 +257,59 @@ class BarlowTwins(keras.Model):
 
     def fit(self, x=None, *args, **kwargs):
         # Static facts are checked at once, before Keras reads any data.
-        replicas = self.distribute_strategy.num_replicas_in_sync
-        validation.check_global_batch(x, replicas)
-        validation.check_global_batch(kwargs.get("validation_data"), replicas)
-        validation.check_not_empty(x)
-        if isinstance(x, tf.data.Dataset):
+        replicas = self._replicas()
+        input_checks.check_global_batch(x, replicas)
+        input_checks.check_global_batch(kwargs.get("validation_data"), replicas)
+        input_checks.check_not_empty(x)
+        if input_checks.is_tf_dataset(x):
             kwargs.setdefault("shuffle", False)  # Keras would warn that it ignores it
-        steps_before = int(self.train_step_count.numpy())
-        history = super().fit(x, *args, **kwargs)
-        if history.epoch and int(self.train_step_count.numpy()) == steps_before:
+        skips = input_checks.is_tf_dataset(x) and not input_checks.static_batch_size(x)
+        x = self._checked_data(x, replicas)
+        steps_before = self._step_count()
+        empty = input_checks.NO_SPLITTABLE_BATCH_MESSAGE if skips else None
+        with input_checks.readable_run_time_errors(), warnings.catch_warnings():
+            if skips and kwargs.get("steps_per_epoch") is None:
+                # Skipping makes the dataset's size unknown until it ends, and
+                # Keras warns at every end of such a dataset.
+                warnings.filterwarnings("ignore", "Your input ran out of data")
+            try:
+                history = super().fit(x, *args, **kwargs)
+            except ValueError as error:
+                if empty and str(error) == input_checks.EMPTY_DATA_MESSAGE:
+                    raise ValueError(empty) from None
+                raise
+        if history.epoch and self._step_count() == steps_before:
             # Data of unknown size that turned out empty: Keras only warns.
-            raise ValueError(validation.EMPTY_DATA_MESSAGE)
+            raise ValueError(empty or input_checks.EMPTY_DATA_MESSAGE)
         return history
 
     def evaluate(self, x=None, *args, **kwargs):
-        validation.check_global_batch(x, self.distribute_strategy.num_replicas_in_sync)
-        return super().evaluate(x, *args, **kwargs)
+        input_checks.check_global_batch(x, self._replicas())
+        with input_checks.readable_run_time_errors():
+            return super().evaluate(x, *args, **kwargs)
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras averages the first batch over all replicas here only to learn its
-        # shapes. Under MultiWorkerMirroredStrategy that reduce fails on a tuple of
-        # tensors (keras-team/keras#20585), and on any strategy it fails obscurely
-        # on an uneven split; one replica's share has the shapes and needs no
-        # communication (the train step then checks the split).
-        if self._distribute_strategy is None:
-            return super()._maybe_symbolic_build(iterator, data_batch)
-        local_results = self.distribute_strategy.experimental_local_results
-        for _, _, batches in iterator or ():
-            try:
-                first = next(batches)
-            except StopIteration:
-                raise ValueError(validation.EMPTY_DATA_MESSAGE) from None
-            data_batch = tf.nest.map_structure(
-                lambda value: local_results(value)[0], first
-            )
-            break
-        return super()._maybe_symbolic_build(data_batch=data_batch)
+    def _replicas(self):
+        """Replicas of the strategy the model was built in (1 on JAX)."""
+        if _backend.BACKEND != "tensorflow":
+            return 1
+        return self.distribute_strategy.num_replicas_in_sync
 
-    def train_step(self, data):
-        view1, view2 = self.make_views(data, self._step_seed(self.train_step_count))
-        with tf.GradientTape() as tape:
-            loss, on_diag, off_diag, z1 = self._loss_terms(view1, view2, training=True)
-            # Every replica holds the loss of the whole global batch and the
-            # optimizer sums gradients over replicas: divide by R so that the update
-            # is the single-device update on the same global batch.
-            replica_loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
-            replica_loss = self.optimizer.scale_loss(replica_loss)
-        gradients = tape.gradient(replica_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        with tf.control_dependencies([loss]):  # after the input checks
-            self.train_step_count.assign_add(1)
-        return self._update_metrics(loss, on_diag, off_diag, z1)
+    def _checked_data(self, x, replicas):
+        """`x`, with what cannot be checked in the step checked before it.
 
-    def test_step(self, data):
-        # A fixed seed: the validation loss of one epoch compares with the next.
-        view1, view2 = self.make_views(data, self._step_seed(-1))
-        return self._update_metrics(*self._loss_terms(view1, view2, training=False))
+        A `tf.data.Dataset` batched without `drop_remainder` skips, with a
+        warning, the batches that do not split across replicas (a short last
+        batch): no epoch is lost. On JAX the pixel range of float images is
+        checked on the host (see `keras_barlow.input_checks`).
+        """
+        if input_checks.is_tf_dataset(x):
+            x = input_checks.skipping_unsplittable_batches(x, replicas)
+        if _backend.BACKEND != "tensorflow" and self.augmenter is not None:
+            x = input_checks.with_pixel_checks(x)
+        return x
+
+    def _step_count(self):
+        return int(ops.convert_to_numpy(self.train_step_count.value))
 
     def make_views(self, data, seed):
         """The two views of a batch as given to `fit`: see the class docstring.
@@ -308,11 +322,8 @@ class BarlowTwins(keras.Model):
             `(view1, view2)`, float `(B, H, W, 3)` each.
         """
         if self.augmenter is None:
-            views = (
-                [view for view in data if view is not None]
-                if isinstance(data, (tuple, list))
-                else [data]
-            )
+            # `(x1, x2)`, or `((x1, x2),)` from `fit(x=(x1, x2))` with arrays.
+            views = [view for view in keras.tree.flatten(data) if view is not None]
             if len(views) != 2:
                 raise ValueError(
                     "With `augmenter=None` the dataset must yield pairs of views "
@@ -320,18 +331,23 @@ class BarlowTwins(keras.Model):
                     "images to a model with an augmenter (e.g. augmenter='imagenet') "
                     "instead."
                 )
-            return tuple(validation.validate_images(view) for view in views)
-        images = validation.checked_pixel_range(validation.images_of(data))
+            return tuple(input_checks.validate_images(view) for view in views)
+        images = input_checks.checked_pixel_range(input_checks.first_images(data))
         return self.augmenter(images, seed=seed)
 
     def _step_seed(self, step):
-        """The augmentation seed of (model seed, step, replica): int32 `(2,)`."""
-        seed = tf.constant([self.seed, 0], tf.int32)
-        seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(step, tf.int64))
-        return augment_lib.fold_in_replica_id(seed)
+        """The augmentation seed of (model seed, step, replica): int32 `(2,)`.
+
+        None without an augmenter, which draws nothing.
+        """
+        if self.augment_seed is None:
+            return None
+        seed = ops.stack([ops.cast(self.augment_seed, "int32"), 0])
+        return _backend.fold_in_replica_id(_backend.fold_in(seed, step))
 
     def _loss_terms(self, view1, view2, training):
-        view1, view2 = validation.checked_replica_batch(view1, view2)
+        """`(loss, on_diag, off_diag, z1)` of a pair of views `(n, H, W, 3)`."""
+        view1, view2 = input_checks.checked_replica_batch(view1, view2)
         z1 = self(view1, training=training)
         z2 = self(view2, training=training)
         on_diag, off_diag = losses.barlow_twins_terms(
@@ -341,16 +357,17 @@ class BarlowTwins(keras.Model):
         return loss, on_diag, off_diag, z1
 
     def _update_metrics(self, loss, on_diag, off_diag, z1):
+        """Update the trackers and return the logs of the step."""
         self.loss_tracker.update_state(loss)
         self.on_diag_tracker.update_state(on_diag)
         self.off_diag_tracker.update_state(off_diag)
         self.std_tracker.update_state(embedding_std(z1))
         logs = {metric.name: metric.result() for metric in self.metrics}
-        if _on_several_workers(tf.distribute.get_strategy()):
+        if _backend.on_several_workers():
             # Keras averages the step outputs of several workers with
             # `strategy.reduce("MEAN", value, axis=0)`, which needs an axis
             # (keras-team/keras#20585); the result is a scalar again.
-            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+            logs = {name: ops.reshape(value, [1]) for name, value in logs.items()}
         return logs
 
     def get_config(self):
@@ -376,29 +393,6 @@ class BarlowTwins(keras.Model):
         return cls(**config)
 
 
-def embedding_std(z):
-    """Collapse indicator: std of the L2-normalized embeddings, times sqrt(D).
-
-    About 1 for embeddings spread evenly over the sphere, 0 when they collapse to a
-    point (Chen & He, 2021).
-
-    Args:
-        z: `(N, D)` embeddings, any float dtype.
-
-    Returns:
-        float32 scalar.
-    """
-    z = tf.math.l2_normalize(tf.cast(z, tf.float32), axis=-1)
-    dim = tf.cast(tf.shape(z)[-1], tf.float32)
-    return tf.reduce_mean(tf.math.reduce_std(z, axis=0)) * tf.sqrt(dim)
-
-
-def _on_several_workers(strategy):
-    return isinstance(
-        strategy, tf.distribute.MultiWorkerMirroredStrategy
-    ) and strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
-
-
 def _make_augmenter(augmenter, encoder):
     if augmenter is None:
         return None
@@ -412,7 +406,7 @@ def _make_augmenter(augmenter, encoder):
             )
         return augmenter
     if isinstance(augmenter, str):
-        image_size = validation.encoder_image_size(encoder)
+        image_size = input_checks.encoder_image_size(encoder)
         if image_size is None:
             raise ValueError(
                 f"augmenter={augmenter!r} needs the encoder's input size, but the "

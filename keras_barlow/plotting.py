@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 
+from keras_barlow import _checks as checks
+
 
 def plot_cross_correlation(c, path=None, max_dims=64, title=None, ax=None):
     """Draw the top-left block of a cross-correlation matrix, and save it as PNG.
@@ -38,10 +40,7 @@ def plot_cross_correlation(c, path=None, max_dims=64, title=None, ax=None):
     c = np.asarray(c, dtype=np.float32)
     if c.ndim != 2 or c.shape[0] != c.shape[1]:
         raise ValueError(f"`c` must be a square matrix. Received: shape {c.shape}")
-    if max_dims < 1:
-        raise ValueError(
-            f"`max_dims` must be at least 1. Received: max_dims={max_dims}"
-        )
+    checks.positive_int("max_dims", max_dims)
     block = c[:max_dims, :max_dims]
     if ax is None:
         _, ax = plt.subplots(figsize=(4.2, 3.6))

@@ -17,6 +17,7 @@ model.fit(images.batch(recipe.batch_size, drop_remainder=True), epochs=recipe.ep
 """
 
 import dataclasses
+import inspect
 
 from keras_barlow import augment, backbones, optimizers, schedules
 from keras_barlow.model import BarlowTwins
@@ -36,8 +37,9 @@ class Recipe:
     Args:
         name: the preset's name.
         backbone: name of an encoder constructor in `keras_barlow.backbones`,
-            e.g. `"ResNet50"`.
-        stem: the backbone's stem, `"imagenet"` or `"cifar"`.
+            e.g. `"ResNet50"`, or `"convnet"` (a small encoder for CPUs).
+        stem: the backbone's stem, `"imagenet"` or `"cifar"` (unused by
+            `"convnet"`).
         image_size: side of the square training images (the views).
         augment: preset of `keras_barlow.BarlowTwinsAugment`.
         projector_dims: sizes of the projector layers.
@@ -171,7 +173,9 @@ class Recipe:
                 "`backbone` must name a constructor in keras_barlow.backbones, e.g. "
                 f"'ResNet50'. Received: backbone={self.backbone!r}"
             )
-        return constructor(self.input_shape, stem=self.stem, **kwargs)
+        if "stem" in inspect.signature(constructor).parameters:  # not `convnet`
+            kwargs = {"stem": self.stem, **kwargs}
+        return constructor(self.input_shape, **kwargs)
 
     def model(self, encoder=None, **kwargs):
         """The `BarlowTwins` model of the recipe.

@@ -6,6 +6,12 @@ import pytest
 
 from keras_barlow import backbones
 
+pytestmark = pytest.mark.core
+
+
+def to_numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
 # torchvision's parameter counts minus the 1000-class classifier (fc weight + bias),
 # and the CIFAR variant of ResNet-18: a 3x3 instead of a 7x7 stem convolution.
 TORCHVISION_PARAMETERS = {
@@ -114,7 +120,7 @@ def test_convolutions_have_no_bias_and_each_residual_ends_in_a_zero_gamma(
         # The residual branch and the shortcut: exactly one ends in a zero gamma.
         producers = [tensor._keras_history.operation for tensor in add.input]
         gammas = [
-            layer.gamma.numpy()
+            to_numpy(layer.gamma)
             for layer in producers
             if isinstance(layer, keras.layers.BatchNormalization)
         ]
@@ -122,7 +128,7 @@ def test_convolutions_have_no_bias_and_each_residual_ends_in_a_zero_gamma(
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             assert layer.epsilon == 1e-5 and layer.momentum == 0.9
-            if not layer.gamma.numpy().any():
+            if not to_numpy(layer.gamma).any():
                 zero_gammas.append(layer.name)
     assert len(zero_gammas) == blocks
 
@@ -130,7 +136,7 @@ def test_convolutions_have_no_bias_and_each_residual_ends_in_a_zero_gamma(
 def test_zero_init_residual_false_keeps_unit_gammas():
     model = backbones.ResNet18((32, 32, 3), stem="cifar", zero_init_residual=False)
     gammas = [
-        layer.gamma.numpy()
+        to_numpy(layer.gamma)
         for layer in model.layers
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
@@ -138,7 +144,7 @@ def test_zero_init_residual_false_keeps_unit_gammas():
 
 
 def test_convolutions_use_torchvisions_he_normal_fan_out_init(resnet18_cifar):
-    kernel = resnet18_cifar.get_layer("stage4_block2_conv2").kernel.numpy()
+    kernel = to_numpy(resnet18_cifar.get_layer("stage4_block2_conv2").kernel)
     fan_out = 3 * 3 * 512
     assert abs(kernel.std() / np.sqrt(2.0 / fan_out) - 1.0) < 0.02
     assert abs(kernel.mean()) < 1e-3
@@ -194,7 +200,7 @@ class NumpyResNet:
 
     def __init__(self, model):
         self.weights = {
-            layer.name: [w.numpy().astype(np.float64) for w in layer.weights]
+            layer.name: [to_numpy(w).astype(np.float64) for w in layer.weights]
             for layer in model.layers
             if layer.weights
         }
@@ -242,7 +248,8 @@ def randomize_batch_norms(model, seed):
 def intermediate_outputs(model, names, images):
     probe = keras.Model(model.input, [model.get_layer(name).output for name in names])
     return [
-        output.numpy().astype(np.float64) for output in probe(images, training=False)
+        to_numpy(output).astype(np.float64)
+        for output in probe(images, training=False)
     ]
 
 
@@ -285,14 +292,15 @@ def test_zero_init_blocks_start_as_relu_of_their_shortcut():
     probe = keras.Model(model.input, [model.get_layer(name).output for name in names])
     images = np.random.default_rng(4).normal(size=(4, 32, 32, 3)).astype(np.float32)
     outputs = [
-        output.numpy().astype(np.float64) for output in probe(images, training=True)
+        to_numpy(output).astype(np.float64)
+        for output in probe(images, training=True)
     ]
     blocks = zip(names[1:], outputs[:-1], outputs[1:], strict=True)
     for name, block_input, block_output in blocks:
         if block_output.shape == block_input.shape:
             expected = block_input  # relu(x) == x: x is itself a ReLU output
         else:
-            kernel = model.get_layer(f"{name[:-4]}_shortcut_conv").kernel.numpy()
+            kernel = to_numpy(model.get_layer(f"{name[:-4]}_shortcut_conv").kernel)
             projected = block_input[:, ::2, ::2] @ kernel[0, 0].astype(np.float64)
             mean, variance = projected.mean((0, 1, 2)), projected.var((0, 1, 2))
             expected = relu((projected - mean) / np.sqrt(variance + 1e-5))
@@ -313,6 +321,7 @@ def synchronized_flags(model):
     }
 
 
+@pytest.mark.tensorflow_only  # tf.distribute.MirroredStrategy
 def test_sync_batch_norm_follows_the_strategy_unless_forced(
     resnet18_cifar, mirrored_strategy
 ):

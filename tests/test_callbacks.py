@@ -157,6 +157,33 @@ def test_correlation_image_colors():
     np.testing.assert_array_equal(image[5, 5], [103, 0, 31])  # clipped to +1
 
 
+def test_correlation_image_is_matplotlibs_rdbu_r():
+    # The colors are copied so that training needs no matplotlib; they must stay
+    # those of keras_barlow.plotting's colormap.
+    matplotlib = pytest.importorskip("matplotlib")
+    values = np.linspace(-1.0, 1.0, 101)[None, :]
+    image = callbacks.correlation_image(values, max_dims=101, pixels_per_cell=1)[0]
+    reference = matplotlib.colormaps["RdBu_r"]((values[0] + 1.0) / 2.0)[:, :3] * 255
+    np.testing.assert_allclose(image, reference, atol=4)  # its 256-entry table
+
+
+def test_nan_guard_is_keras_terminate_on_nan_raising_with_the_step():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    guard = callbacks.NaNGuard()
+    assert isinstance(guard, keras.callbacks.TerminateOnNaN) and guard.raise_error
+    guard.set_model(model)
+    guard.on_epoch_begin(2)
+    guard.on_train_batch_end(0, {"loss": 1.5})  # finite: nothing happens
+    # Keras routes on_train_batch_end to on_batch_end, which both override.
+    with pytest.raises(FloatingPointError, match=r"loss is nan .*epoch 3, batch 5"):
+        guard.on_train_batch_end(4, {"loss": float("nan")})
+    with pytest.raises(FloatingPointError, match="The loss is inf"):
+        model.fit(
+            np.ones((4, 2)), np.full((4, 1), np.inf), verbose=0, callbacks=[guard]
+        )
+
+
 def test_callbacks_validate_arguments():
     with pytest.raises(ValueError, match="every_n_epochs"):
         callbacks.KNNMonitor(None, None, every_n_epochs=0)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_barlow import checkpoints
 from keras_barlow.callbacks import NaNGuard
 from keras_barlow.checkpoints import TrainingCheckpoint
 from keras_barlow.model import BarlowTwins
@@ -379,3 +380,60 @@ def test_sigkill_mid_epoch_then_restart_ends_like_uninterrupted_run(tmp_path):
             got[name], expected[name], rtol=0, atol=1e-6, err_msg=name
         )
     assert complete_checkpoints(tmp_path / "run") == ["epoch-000002", "epoch-000003"]
+
+
+# ----------------------------------------------------------------------------------
+# The settings guard of a resumed run.
+
+
+def test_settings_are_stored_then_may_change_only_where_allowed(tmp_path):
+    path = str(tmp_path / "run" / "settings.json")
+    settings = {"seed": 0, "recipe": {"epochs": 10, "projector_dims": (16, 16)}}
+    stored = checkpoints.check_settings(path, settings)  # a new run: stored
+    assert json.loads(Path(path).read_text()) == stored
+    assert stored["recipe"]["projector_dims"] == [16, 16]
+    longer = {"seed": 0, "recipe": {"epochs": 20, "projector_dims": [16, 16]}}
+    checkpoints.check_settings(path, longer, may_change=("recipe.epochs",))
+    with pytest.raises(ValueError, match=r"recipe\.epochs: 10 -> 20"):
+        checkpoints.check_settings(path, longer)
+    with pytest.raises(
+        ValueError, match=r"other settings \(seed: 0 -> 1\).*another directory"
+    ):
+        checkpoints.check_settings(path, {**settings, "seed": 1})
+    with pytest.raises(ValueError, match=r"extra: None -> 1"):
+        checkpoints.check_settings(path, {**settings, "extra": 1})
+
+
+def test_path_settings_compare_resolved(tmp_path, monkeypatch):
+    data = tmp_path / "data.tar.gz"
+    data.write_bytes(b"")
+    (tmp_path / "link.tar.gz").symlink_to(data)
+    (tmp_path / "sub").mkdir()
+    path = str(tmp_path / "settings.json")
+    checkpoints.check_settings(path, {"data": data})
+    assert json.loads(Path(path).read_text())["data"] == str(data.resolve())
+    monkeypatch.chdir(tmp_path / "sub")
+    for same in (
+        Path("../data.tar.gz"),
+        Path("../link.tar.gz"),
+        Path("./../data.tar.gz"),
+    ):
+        checkpoints.check_settings(path, {"data": same})
+    with pytest.raises(ValueError, match=r"data: .*data\.tar\.gz' -> .*other\.tar"):
+        checkpoints.check_settings(path, {"data": Path("../other.tar")})
+    # A store that holds the path as typed (not resolved) still compares resolved.
+    Path(path).write_text(json.dumps({"data": "../data.tar.gz"}))
+    checkpoints.check_settings(path, {"data": data})
+    # A text (not a path) is compared as text.
+    with pytest.raises(ValueError, match="data"):
+        checkpoints.check_settings(path, {"data": str(data)})
+
+
+def test_check_epochs_refuses_fewer_than_completed(two_epoch_run):
+    directory, _ = two_epoch_run
+    checkpoint = TrainingCheckpoint(directory)
+    checkpoint.check_epochs(2)
+    checkpoint.check_epochs(5)
+    with pytest.raises(ValueError, match=r"--epochs=1 is fewer than the 2 epochs"):
+        checkpoint.check_epochs(1, name="--epochs")
+    TrainingCheckpoint(directory.parent / "missing").check_epochs(1)

@@ -10,12 +10,14 @@ import io
 import os
 import pathlib
 import tarfile
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_barlow import data
+from keras_barlow.data import folders, integrity, tfds_loader
 
 SHARED_ARCHIVE = (
     pathlib.Path(__file__).resolve().parents[2]
@@ -135,18 +137,23 @@ def _extracted_dirs(cache):
 
 def test_folder_pixels_labels_and_conversions(image_folder):
     root, expected = image_folder
-    dataset = data.from_image_folder(
-        root, image_size=8, batch_size=4, training=False, interpolation="area"
+    dataset, info = data.from_image_folder(
+        root,
+        image_size=8,
+        batch_size=4,
+        training=False,
+        interpolation="area",
+        with_info=True,
     )
     images, labels = _collect(dataset)
 
-    assert dataset.class_names == ["cat", "dog", "emu"]
-    assert sorted(dataset.file_paths) == sorted(expected)
+    assert info.class_names == ["cat", "dog", "emu"]
+    assert sorted(info.file_paths) == sorted(expected)
     assert images.dtype == np.uint8 and images.shape == (len(expected), 8, 8, 3)
     assert labels.dtype == np.int32
-    for image, label, path in zip(images, labels, dataset.file_paths, strict=True):
+    for image, label, path in zip(images, labels, info.file_paths, strict=True):
         class_name = pathlib.Path(path).relative_to(root).parts[0]
-        assert label == dataset.class_names.index(class_name)
+        assert label == info.class_names.index(class_name)
         reference, tolerance = expected[path]
         if reference is None:
             continue
@@ -189,11 +196,11 @@ def test_folder_training_shuffles_with_seed_and_drops_remainder(image_folder):
 
 def test_folder_unlabeled_finds_images_recursively(image_folder):
     root, expected = image_folder
-    dataset = data.from_image_folder(
-        root, image_size=8, labels=None, batch_size=5, training=False
+    dataset, info = data.from_image_folder(
+        root, image_size=8, labels=None, batch_size=5, training=False, with_info=True
     )
     images = _collect(dataset)
-    assert dataset.class_names is None
+    assert info.class_names is None
     assert images.shape == (len(expected), 8, 8, 3)
 
 
@@ -205,21 +212,21 @@ def test_folder_subsets_are_disjoint_stratified_and_limited(tmp_path):
             (tmp_path / name / f"{index:02d}.png").write_bytes(
                 _png(np.full((4, 4, 3), index, np.uint8))
             )
-    kwargs = dict(val_fraction=0.25, seed=5, batch_size=2)
-    train = data.from_image_folder(tmp_path, subset="training", **kwargs)
-    val = data.from_image_folder(tmp_path, subset="validation", **kwargs)
+    kwargs = dict(val_fraction=0.25, seed=5, batch_size=2, with_info=True)
+    _, train_info = data.from_image_folder(tmp_path, subset="training", **kwargs)
+    val, val_info = data.from_image_folder(tmp_path, subset="validation", **kwargs)
 
-    assert not set(train.file_paths) & set(val.file_paths)
-    assert len(train.file_paths) + len(val.file_paths) == sum(counts.values())
+    assert not set(train_info.file_paths) & set(val_info.file_paths)
+    assert len(train_info.file_paths) + len(val_info.file_paths) == sum(counts.values())
     _, val_labels = _collect(val)  # evaluation mode: nothing dropped, in order
     np.testing.assert_array_equal(np.bincount(val_labels), [3, 2, 1])
 
-    limited = data.from_image_folder(
+    limited, limited_info = data.from_image_folder(
         tmp_path, subset="training", limit_images=7, training=False, **kwargs
     )
     _, limited_labels = _collect(limited)
     np.testing.assert_array_equal(np.bincount(limited_labels), [3, 2, 2])
-    assert set(limited.file_paths) <= set(train.file_paths)
+    assert set(limited_info.file_paths) <= set(train_info.file_paths)
 
 
 # ----------------------------------------------------------------------------------
@@ -236,7 +243,7 @@ def test_archive_matches_folder_and_is_extracted_once(
     from_archive = data.from_image_folder(archive, cache_dir=cache, **kwargs)
     from_folder = data.from_image_folder(root, **kwargs)
 
-    assert from_archive.class_names == from_folder.class_names
+    assert data.class_names(archive, cache_dir=cache) == data.class_names(root)
     for got, want in zip(_collect(from_archive), _collect(from_folder), strict=True):
         np.testing.assert_array_equal(got, want)
     assert len(_extracted_dirs(cache)) == 1  # no staging folder left behind
@@ -244,7 +251,7 @@ def test_archive_matches_folder_and_is_extracted_once(
     def fail(*args):
         raise AssertionError("the archive was extracted a second time")
 
-    monkeypatch.setattr(data, "_extract_members", fail)
+    monkeypatch.setattr(folders, "_extract_members", fail)
     assert data.class_names(archive, cache_dir=cache) == ["cat", "dog", "emu"]
 
 
@@ -262,6 +269,44 @@ def test_archive_with_path_traversal_is_refused(tmp_path, relative):
         data.from_image_folder(archive, cache_dir=cache)
     assert not escaped.exists()
     assert _extracted_dirs(cache) == []
+
+
+def test_archive_links_and_devices_are_not_written(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    archive = tmp_path / "links.tar.gz"
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(_png(np.zeros((2, 2, 3), np.uint8)))
+    with tarfile.open(archive, "w:gz") as tar:
+        _add_member(tar, "good/1.png", _png(np.zeros((2, 2, 3), np.uint8)))
+        for name, kind, target in (
+            ("good/outside.png", tarfile.SYMTYPE, str(outside)),
+            ("good/climb.png", tarfile.SYMTYPE, "../../secret.png"),
+            ("good/hard.png", tarfile.LNKTYPE, "good/1.png"),
+            ("good/device.png", tarfile.CHRTYPE, ""),
+        ):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, target
+            tar.addfile(info)
+    warnings = []
+    monkeypatch.setattr(
+        folders.logging,
+        "warning",
+        lambda message, *args: warnings.append(message % args),
+    )
+
+    _, info = data.from_image_folder(
+        archive, cache_dir=cache, batch_size=1, training=False, with_info=True
+    )
+
+    written = [
+        os.path.join(parent, name)
+        for parent, _, files in os.walk(cache)
+        for name in files
+    ]
+    assert [os.path.basename(path) for path in written] == ["1.png"]
+    assert not any(os.path.islink(path) for path in written)
+    assert info.num_images == 1
+    assert len(warnings) == 1 and "Skipped 4 archive members" in warnings[0]
 
 
 def test_archive_truncated_leaves_nothing_and_a_good_copy_works(image_folder, tmp_path):
@@ -334,68 +379,27 @@ def test_corrupt_files_skipped_with_a_warning(folder_with_corrupt_files, monkeyp
     root, good, corrupt = folder_with_corrupt_files
     warnings = []
     monkeypatch.setattr(
-        data.logging, "warning", lambda message, *args: warnings.append(message % args)
+        integrity.logging,
+        "warning",
+        lambda message, *args: warnings.append(message % args),
     )
-    dataset = data.from_image_folder(
-        root, image_size=4, batch_size=2, training=False, on_corrupt="skip"
+    dataset, info = data.from_image_folder(
+        root,
+        image_size=4,
+        batch_size=2,
+        training=False,
+        on_corrupt="skip",
+        with_info=True,
     )
     images, labels = _collect(dataset)  # reads every file: no decode error
 
-    assert sorted(dataset.file_paths) == sorted(good)
+    assert sorted(info.file_paths) == sorted(good)
     assert len(images) == len(good)
     np.testing.assert_array_equal(
-        labels, [dataset.class_names.index(good[path]) for path in dataset.file_paths]
+        labels, [info.class_names.index(good[path]) for path in info.file_paths]
     )
     assert len(warnings) == 1 and f"Skipping {len(corrupt)} of 11" in warnings[0]
     assert all(path in warnings[0] for path in corrupt)
-
-
-# ----------------------------------------------------------------------------------
-# Selection helpers.
-
-
-def _round_robin_reference(labels, limit):
-    queues = {
-        label: [i for i, value in enumerate(labels) if value == label]
-        for label in sorted(set(labels))
-    }
-    chosen = []
-    while len(chosen) < limit and any(queues.values()):
-        for label in sorted(queues):
-            if queues[label] and len(chosen) < limit:
-                chosen.append(queues[label].pop(0))
-    return sorted(chosen)
-
-
-def test_stratified_split_is_stratified_disjoint_and_seeded():
-    rng = np.random.default_rng(2)
-    labels = rng.permutation(np.repeat([3, 7, 11, 20], [50, 30, 17, 3]))
-    train, val = data.stratified_split(labels, val_fraction=0.2, seed=1)
-
-    assert len(val) == round(0.2 * len(labels))
-    assert not set(train) & set(val)
-    np.testing.assert_array_equal(
-        np.sort(np.concatenate([train, val])), np.arange(len(labels))
-    )
-    for label in np.unique(labels):
-        share = 0.2 * np.sum(labels == label)
-        assert abs(np.sum(labels[val] == label) - share) < 1.0, label
-
-    again_train, again_val = data.stratified_split(labels, val_fraction=0.2, seed=1)
-    np.testing.assert_array_equal(val, again_val)
-    np.testing.assert_array_equal(train, again_train)
-    _, other_val = data.stratified_split(labels, val_fraction=0.2, seed=2)
-    assert not np.array_equal(val, other_val)
-    _, counted = data.stratified_split(labels[:, None], val_count=7, seed=1)
-    assert len(counted) == 7
-
-
-def test_balanced_subset_is_round_robin():
-    labels = [2, 0, 0, 2, 1, 0, 0, 2, 0]
-    for limit in (1, 4, 5, 7, 20):
-        np.testing.assert_array_equal(
-            data.balanced_subset(labels, limit), _round_robin_reference(labels, limit)
-        )
 
 
 # ----------------------------------------------------------------------------------
@@ -455,6 +459,38 @@ def test_from_numpy_resize_split_and_limit():
     np.testing.assert_array_equal(_collect(limited)[1], [0, 0, 1, 1, 2, 3])
 
 
+def test_with_info_returns_metadata_that_survives_map(image_folder):
+    root, expected = image_folder
+    dataset, info = data.from_image_folder(
+        root, image_size=8, batch_size=4, with_info=True
+    )
+    mapped = dataset.map(lambda images, labels: (images, labels + 1))
+    assert info.class_names == ["cat", "dog", "emu"]
+    assert info.num_images == len(expected)
+    assert info.steps_per_epoch == len(expected) // 4
+    assert info.image_size == (8, 8)
+    assert sorted(info.file_paths) == sorted(expected)
+    assert len(list(mapped)) == info.steps_per_epoch
+
+    images = np.zeros((10, 3, 5), np.uint8)
+    _, array_info = data.from_numpy(
+        images, batch_size=4, training=False, with_info=True
+    )
+    assert (array_info.num_images, array_info.steps_per_epoch) == (10, None)
+    assert array_info.image_size == (3, 5) and array_info.class_names is None
+
+
+def test_loaders_share_one_set_of_options():
+    images = np.zeros((8, 2, 2, 3), np.uint8)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'batchsize'"):
+        data.from_numpy(images, batchsize=4)
+    with pytest.raises(ValueError, match="`interpolation` must be one of"):
+        data.Options(interpolation="cubic")
+    options = data.Options(subset="validation", val_count=2, seed=5)
+    assert (options.training, options.shuffle, options.split_seed) == (False, False, 5)
+    assert data.Options(image_size=4).image_size == (4, 4)
+
+
 def _epoch_batches(dataset, steps_per_epoch):
     """Image batches of a dataset keyed by epoch, grouped by epoch: [epoch][batch]."""
     batches = [
@@ -484,9 +520,9 @@ def test_epochs_keyed_by_number_resume_in_the_uninterrupted_order(source, tmp_pa
             return data.from_numpy(images, np.arange(10) % 2, **kwargs)
         return data.from_image_folder(tmp_path, **kwargs)
 
-    unbroken = build()
-    assert unbroken.num_images == 10
-    assert unbroken.steps_per_epoch == 3  # 10 images, batches of 3: 9 used per epoch
+    unbroken, info = build(with_info=True)
+    assert info.num_images == 10
+    assert info.steps_per_epoch == 3  # 10 images, batches of 3: 9 used per epoch
     epochs = _epoch_batches(unbroken, 3)
     values = [np.concatenate(epoch)[:, 0, 0, 0] for epoch in epochs]
     assert len(epochs) == 4
@@ -556,7 +592,9 @@ def test_epochs_refuse_skipping_corrupt_files(folder_with_corrupt_files):
 
 def test_from_tfds_matches_tfds_load(tfds):
     with tfds.testing.mock_data(num_examples=20):
-        dataset = data.from_tfds("cifar10", "train", batch_size=8, training=False)
+        dataset, info = data.from_tfds(
+            "cifar10", "train", batch_size=8, training=False, with_info=True
+        )
         images, labels = _collect(dataset)
         reference = list(tfds.load("cifar10", split="train", shuffle_files=False))
         names = tfds.builder("cifar10").info.features["label"].names
@@ -570,7 +608,12 @@ def test_from_tfds_matches_tfds_load(tfds):
     np.testing.assert_array_equal(images, [example["image"] for example in reference])
     np.testing.assert_array_equal(labels, [example["label"] for example in reference])
     assert labels.dtype == np.int32 and images.dtype == np.uint8
-    assert dataset.class_names == names and len(names) == 10
+    assert info.class_names == names and len(names) == 10
+    assert (info.num_images, info.steps_per_epoch, info.image_size) == (
+        20,
+        None,
+        (32, 32),
+    )
     assert train_images.shape == (16, 32, 32, 3)  # 20 examples, drop_remainder
     reference_labels = [int(example["label"]) for example in reference]
     first_of_each = sorted(
@@ -599,6 +642,38 @@ def test_from_tfds_grayscale_becomes_rgb_and_resizes(tfds):
     assert images.shape == (6, 28, 28, 3)
     np.testing.assert_array_equal(images[..., 0], images[..., 2])
     assert resized.shape == (6, 8, 8, 3)
+
+
+def test_from_tfds_refuses_the_options_of_whole_label_arrays(tfds):
+    with pytest.raises(ValueError, match=r"does not take \['subset', 'val_count'\]"):
+        data.from_tfds("mnist", "test", subset="training", val_count=10)
+
+
+def test_tfds_builder_reaches_its_download_urls():
+    # The download path imports `importlib_resources` (tfds 4.9 does not declare
+    # it): a missing package fails here with ModuleNotFoundError.
+    tfds = pytest.importorskip("tensorflow_datasets")
+    urls = tfds.builder("cifar10").url_infos
+    assert any("cifar-10" in url for url in urls)
+
+
+def test_from_tfds_offline_fails_fast_with_the_local_path_hint(
+    tfds, tmp_path, monkeypatch
+):
+    def no_network(address, *args, **kwargs):
+        raise OSError(f"[Errno 101] Network is unreachable: {address}")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("TFDS started a download: it retries for minutes")
+
+    monkeypatch.setattr(tfds_loader.socket, "create_connection", no_network)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match="Pass a local path instead") as error:
+        data.from_tfds("cifar10", data_dir=str(tmp_path))
+    assert time.monotonic() - start < 60
+    assert "www.cs.toronto.edu" in str(error.value)
+    assert "--data PATH" in str(error.value)
 
 
 # ----------------------------------------------------------------------------------
@@ -659,14 +734,18 @@ def test_shared_cifar10_archive(tmp_path):
                 _add_member(target, member.name, originals[member.name])
     assert sorted({name.split("/")[1] for name in originals}) == CIFAR10_CLASSES
 
-    dataset = data.from_image_folder(
-        small, cache_dir=tmp_path / "cache", batch_size=len(originals), training=False
+    dataset, info = data.from_image_folder(
+        small,
+        cache_dir=tmp_path / "cache",
+        batch_size=len(originals),
+        training=False,
+        with_info=True,
     )
     images, labels = _collect(dataset)
-    assert dataset.class_names == CIFAR10_CLASSES
+    assert info.class_names == CIFAR10_CLASSES
     assert images.shape == (20, 32, 32, 3) and images.dtype == np.uint8
     np.testing.assert_array_equal(labels, np.repeat(np.arange(10), per_class))
-    for image, path in zip(images, dataset.file_paths, strict=True):
+    for image, path in zip(images, info.file_paths, strict=True):
         name = "/".join(pathlib.Path(path).parts[-3:])
         reference = tf.io.decode_jpeg(originals[name], channels=3).numpy()
         np.testing.assert_array_equal(image, reference)

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 import keras_barlow
-from keras_barlow.validation import check_global_batch
+from keras_barlow.input_checks import check_global_batch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _multiworker_worker as tiny  # noqa: E402
@@ -356,22 +356,31 @@ def test_fit_and_evaluate_refuse_a_static_batch_that_does_not_split(
     assert model.optimizer.iterations.numpy() == 0
 
 
-def test_a_batch_of_unknown_size_is_refused_before_any_weight_changes(strategy):
+def test_batches_of_unknown_size_that_do_not_split_are_skipped(strategy):
     with strategy.scope():
         model = tiny.tiny_barlow_twins("auto")
     initial_weights = model.get_weights()
-    for count, received in [
-        (5, "global batch of.*5.*this replica has.*[23]"),  # 3 + 2: unequal shares
-        (2, "global batch of.*2.*this replica has.*1"),  # 1 + 1: too small
-    ]:
-        # No drop_remainder: the batch size is unknown until the step runs.
+    # No drop_remainder: the batch size is unknown until the step runs. A batch
+    # of 5 (3 + 2: unequal shares) or 2 (1 + 1: too small) trains nothing.
+    for count in (5, 2):
         dataset = pair_dataset(count, GLOBAL_BATCH, drop_remainder=False)
         assert dataset.element_spec[0].shape[0] is None
-        with pytest.raises(tf.errors.InvalidArgumentError, match=received) as error:
-            model.fit(dataset, verbose=0)
+        with pytest.warns(UserWarning, match="are skipped"):
+            with pytest.raises(ValueError, match="every batch was skipped") as error:
+                model.fit(dataset, verbose=0)
         assert "drop_remainder=True" in str(error.value)
-        # Weights, BN statistics and the step counter (a weight, incremented
-        # only after the loss, and so after the check): untouched.
         for weight, initial in zip(model.get_weights(), initial_weights, strict=True):
             np.testing.assert_array_equal(weight, initial)
-        assert int(model.train_step_count.numpy()) == 0
+        assert int(model.optimizer.iterations.numpy()) == 0
+
+    # 10 samples in batches of 8: the short last batch (1 + 1) is skipped, and the
+    # epoch ends with the weights of a fit on the first batch alone.
+    with pytest.warns(UserWarning, match="are skipped"):
+        model.fit(pair_dataset(10, GLOBAL_BATCH, drop_remainder=False), verbose=0)
+    skipped = model.get_weights()
+    assert int(model.optimizer.iterations.numpy()) == 1
+    model.set_weights(initial_weights)
+    first_batch = pair_dataset(10, GLOBAL_BATCH, drop_remainder=True)
+    model.fit(first_batch, verbose=0)
+    for weight, expected in zip(skipped, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(weight, expected)

@@ -7,11 +7,14 @@ checked against an independent path: its own features, fed to `knn_accuracy`,
 must give the accuracy the example reported from the in-memory encoder.
 """
 
+import io
 import json
 import pathlib
 import shutil
+import socket
 import sys
 import tarfile
+import time
 
 import h5py
 import numpy as np
@@ -19,7 +22,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from keras_barlow import data, evaluation
+from keras_barlow import backbones, data, evaluation, presets
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -149,34 +152,16 @@ def test_pretrains_resumes_exactly_evaluates_and_exports(
     reference = evaluation.knn_accuracy(*features, k=3, temperature=0.1)
     assert reference["top1"] == pytest.approx(knn["top1"])
 
-    with pytest.raises(ValueError, match=r"other settings.*projector_dims"):
+    with pytest.raises(ValueError, match=r"other settings.*projector_dims.*directory"):
         run_example(*args, "--projector", "16-8")
     with pytest.raises(ValueError, match=r"--epochs=1 is fewer than the 2 epochs"):
         run_example(*args, "--epochs", "1")
 
 
-def test_settings_may_change_only_in_the_epochs(tmp_path):
-    path = str(tmp_path / "settings.json")
-    settings = {
-        "seed": 0,
-        "recipe": {"epochs": 10, "warmup_epochs": 1, "projector_dims": (16, 16)},
-    }
-    example.check_settings(path, settings)  # a new run: stored
-    longer = {
-        "seed": 0,
-        "recipe": {"epochs": 20, "warmup_epochs": 2, "projector_dims": (16, 16)},
-    }
-    example.check_settings(path, longer)  # more epochs: resumable
-    with pytest.raises(ValueError, match=r"seed: 0 -> 1.*another --model_dir"):
-        example.check_settings(path, {**settings, "seed": 1})
-
-
 def test_tfds_source_with_mock_data(tmp_path, run_example, tfds):
     with tfds.testing.mock_data(num_examples=40):
         summary = run_example(
-            "--data",
-            "tfds",
-            "--model_dir",
+            "--model_dir",  # --data defaults to TFDS cifar10
             str(tmp_path),
             *TINY,
             "--epochs",
@@ -194,18 +179,138 @@ def test_tfds_source_with_mock_data(tmp_path, run_example, tfds):
     assert 0.0 <= summary["knn"]["top1"] <= 1.0
 
 
-def test_clear_errors_before_any_work(tmp_path, run_example, monkeypatch):
-    monkeypatch.setattr(example, "DEFAULT_ARCHIVE", tmp_path / "missing.tar.gz")
-    with pytest.raises(FileNotFoundError, match="No --data given.*--data tfds"):
-        run_example("--model_dir", str(tmp_path / "a"), *TINY)
+@pytest.fixture
+def network(monkeypatch, tmp_path, tfds):
+    """`network(reachable)`: TFDS has nothing prepared; its servers answer or not."""
+    monkeypatch.setattr(tfds.core.constants, "DATA_DIR", str(tmp_path / "tfds"))
+
+    def connect(address, timeout=None):
+        if not reachable:
+            raise OSError(f"[Errno -2] Name or service not known: {address[0]}")
+        return io.BytesIO()
+
+    def set_network(value):
+        nonlocal reachable
+        reachable = value
+
+    reachable = False
+    monkeypatch.setattr(socket, "create_connection", connect)
+    return set_network
+
+
+def test_tfds_without_network_fails_at_once_naming_the_data_flag(
+    tmp_path, run_example, network
+):
+    network(False)
+    start = time.perf_counter()
+    with pytest.raises(
+        ConnectionError, match=r"'cifar10' is not prepared.*--data PATH"
+    ):
+        run_example("--model_dir", str(tmp_path / "run"), *TINY)
+    assert time.perf_counter() - start < 60
+    assert not (tmp_path / "run").exists()
+
+
+def test_tfds_builder_reaches_its_download_urls_without_a_network(tfds):
+    # tensorflow-datasets imports `importlib_resources` (undeclared) on this path.
+    urls = tfds.builder("cifar10").url_infos
+    assert any("cifar-10" in url for url in urls)
+
+
+def test_data_errors_come_before_model_dir_and_training(archive, tmp_path, run_example):
+    one_class = tmp_path / "one_class"
+    shutil.copytree(extracted(archive) / "class0", one_class / "only")
+    model_dir = tmp_path / "run"
+    args = ["--data", str(one_class), "--model_dir", str(model_dir), *TINY]
+    with pytest.raises(ValueError, match="single class.*--eval none"):
+        run_example(*args, "--epochs", "1", "--val_count", "4")
+    assert not model_dir.exists()
+    with pytest.raises(ValueError, match="single class"):
+        run_example(
+            *args,
+            "--epochs",
+            "1",
+            "--val_count",
+            "4",
+            "--eval",
+            "none",
+            "--knn_every",
+            "1",
+        )
+    summary = run_example(*args, "--epochs", "1", "--val_count", "4", "--eval", "none")
+    assert "knn" not in summary and pathlib.Path(summary["saved_model"]).exists()
+    with pytest.raises(Exception, match="missing"):
+        run_example(
+            "--data",
+            str(tmp_path / "missing"),
+            "--model_dir",
+            str(tmp_path / "other"),
+            *TINY,
+        )
+    assert not (tmp_path / "other").exists()
+
+
+def extracted(archive):
+    root = archive.parent / "extracted"
+    if not root.exists():
+        with tarfile.open(archive) as tar:
+            tar.extractall(root, filter="data")
+    return root / "train"
+
+
+def test_flags_are_named_as_typed_and_overrides_are_printed(
+    archive, tmp_path, run_example, capsys
+):
+    for bad in (["--learning_rate", "-1"], ["--epochs", "0"], ["--val_fraction", "1"]):
+        with pytest.raises(flags.IllegalFlagValueError, match=bad[0]):
+            run_example(*bad)
     with pytest.raises(ValueError, match="--projector.*'2048-2048-2048'.*'16-x'"):
         example.parse_projector("16-x")
+    for good, sizes in (("16", (16,)), ("8-16", (8, 16))):
+        assert example.parse_projector(good) == sizes
     with pytest.raises(ValueError, match="a global batch of 1 for 1 replicas"):
         run_example("--model_dir", str(tmp_path / "b"), *TINY, "--batch_size", "1")
-    with pytest.raises(ValueError, match=r"--task_index.*\[0, 1\].*Received: 2"):
-        example.tf_config(["a:1", "b:2"], 2)
-    config = json.loads(example.tf_config(["a:1", "b:2"], 1))
-    assert config == {
-        "cluster": {"worker": ["a:1", "b:2"]},
-        "task": {"type": "worker", "index": 1},
-    }
+    assert not (tmp_path / "b").exists()
+    summary = run_example(
+        "--data",
+        str(archive),
+        "--model_dir",
+        str(tmp_path / "c"),
+        *TINY,
+        "--epochs",
+        "1",
+        "--eval",
+        "none",
+    )
+    example.print_summary(summary)
+    printed = capsys.readouterr().out
+    assert (
+        "Preset 'cifar10-resnet18', overridden by --backbone, --projector, "
+        "--image_size, --epochs, --batch_size:\n  backbone = 'convnet'"
+    ) in printed
+    assert "README.md, section 'Serving the encoder'" in printed
+    assert "200 MB" in str(flags.FLAGS["data"].help)
+
+
+def test_resume_compares_the_data_path_resolved(
+    archive, tmp_path, run_example, monkeypatch
+):
+    args = ["--model_dir", str(tmp_path / "run"), *TINY, "--eval", "none"]
+    run_example("--data", str(archive), *args, "--epochs", "1")
+    monkeypatch.chdir(archive.parent)
+    again = run_example("--data", archive.name, *args, "--epochs", "2")
+    assert again["initial_epoch"] == 1
+    other = tmp_path / "other.tar.gz"  # another file: another run
+    shutil.copy(archive, other)
+    with pytest.raises(ValueError, match=r"data: .*tiny\.tar\.gz' -> .*other\.tar"):
+        run_example("--data", str(other), *args, "--epochs", "2")
+
+
+def test_the_example_encoder_is_the_library_convnet():
+    recipe = presets.get("cifar10-resnet18").replace(backbone="convnet", image_size=16)
+    encoder = recipe.encoder()
+    assert encoder.name == "convnet" and encoder.output_shape == (None, 256)
+    assert encoder.input_shape == (None, 16, 16, 3)
+    trainable = sum(int(np.prod(w.shape)) for w in encoder.trainable_weights)
+    assert trainable == 388_896
+    assert backbones.convnet((None, None, 3), width=8).output_shape == (None, 64)

@@ -335,3 +335,25 @@ def test_size_free_encoder_exports_at_the_requested_size(tmp_path):
         np.mean(resized, axis=(1, 2)) - keras_barlow.augment.IMAGENET_MEAN
     ) / keras_barlow.augment.IMAGENET_STD
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+
+
+def test_empty_request_gets_no_features_and_bad_jpeg_item_is_named(
+    trained_model, tmp_path
+):
+    path = export.export_encoder(trained_model, tmp_path, include_projector=True)
+    served = tf.saved_model.load(path).signatures
+    none = served["serving_default"](images=tf.zeros((0, 20, 24, 3), tf.uint8))
+    assert none["features"].shape == (0, FEATURES)
+    assert none["features"].dtype == tf.float32
+    none = served["serve_jpeg"](image_bytes=tf.constant([], tf.string))
+    assert none["features"].shape == (0, FEATURES)
+    none = served["serve_embeddings"](images=tf.zeros((0, 32, 32, 3), tf.uint8))
+    assert none["embeddings"].shape == (0, EMBEDDINGS)
+
+    images = random_images(5, (2, IMAGE_SIZE, IMAGE_SIZE, 3))
+    jpeg = [tf.io.encode_jpeg(image).numpy() for image in images]
+    png = tf.io.encode_png(images[0]).numpy()
+    good = served["serve_jpeg"](image_bytes=tf.constant([*jpeg, png]))["features"]
+    assert good.shape == (3, FEATURES)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[2\] is"):
+        served["serve_jpeg"](image_bytes=tf.constant([*jpeg, b"not an image", png]))

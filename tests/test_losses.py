@@ -1,8 +1,52 @@
+import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_barlow import losses
+
+pytestmark = pytest.mark.core
+
+BACKEND = keras.backend.backend()
+
+
+def to_numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def dtype_of(x):
+    return keras.backend.standardize_dtype(x.dtype)
+
+
+def value_and_gradients(fn, values):
+    """`fn(*values)` and its gradients with respect to `values`, as NumPy.
+
+    `tf.GradientTape` on TensorFlow, `jax.value_and_grad` on JAX.
+    """
+    if BACKEND == "jax":
+        import jax
+
+        value, gradients = jax.value_and_grad(lambda args: fn(*args))(
+            [keras.ops.convert_to_tensor(v) for v in values]
+        )
+    else:
+        import tensorflow as tf
+
+        variables = [tf.Variable(v) for v in values]
+        with tf.GradientTape() as tape:
+            value = fn(*variables)
+        gradients = tape.gradient(value, variables)
+    return to_numpy(value), [to_numpy(g) for g in gradients]
+
+
+def compiled(fn):
+    """`fn` compiled as the backend's train step is: tf.function or jax.jit."""
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(fn)
+    import tensorflow as tf
+
+    return tf.function(fn)
 
 
 def numpy_terms(z1, z2, eps=1e-5):
@@ -29,7 +73,7 @@ def test_loss_matches_numpy(n, d, method):
     _, on_diag, off_diag = numpy_terms(z1.astype(np.float64), z2.astype(np.float64))
     expected = 0.5 * (on_diag + 0.0051 * off_diag)
     loss = losses.barlow_twins_loss(z1, z2, lambd=0.0051, scale_loss=0.5, method=method)
-    assert loss.dtype == tf.float32
+    assert dtype_of(loss) == "float32"
     np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
 
 
@@ -46,14 +90,47 @@ def test_cross_correlation_matches_numpy():
     z1, z2 = correlated_pair(40, 24, seed=2)
     expected, _, _ = numpy_terms(z1.astype(np.float64), z2.astype(np.float64))
     np.testing.assert_allclose(
-        losses.cross_correlation(z1, z2).numpy(), expected, atol=1e-5
+        to_numpy(losses.cross_correlation(z1, z2)), expected, atol=1e-5
     )
 
 
 def test_identical_views_have_unit_diagonal():
     z, _ = correlated_pair(128, 16, seed=3)
-    c = losses.cross_correlation(z, z).numpy()
+    c = to_numpy(losses.cross_correlation(z, z))
     np.testing.assert_allclose(np.diag(c), 1.0, atol=1e-4)
+
+
+def pair_with_degenerate_dimensions(n=64, d=16, seed=8):
+    """A correlated pair with one dimension of tiny variance and one constant.
+
+    Dimension 0 varies by about 1e-3 (variance about 1e-6, a tenth of the default
+    epsilon) and dimension 1 not at all, as dead or collapsed units of a projector
+    do: there epsilon decides the normalized values (and keeps them finite).
+    """
+    rng = np.random.default_rng(seed)
+    z1, z2 = correlated_pair(n, d, seed)
+    tiny = 1e-3 * rng.normal(size=n)
+    z1[:, 0], z2[:, 0] = tiny, tiny + 0.5e-3 * rng.normal(size=n)
+    z1[:, 1], z2[:, 1] = 2.0, 2.0
+    return z1, z2
+
+
+@pytest.mark.parametrize("method", ["cross_correlation", "gram"])
+@pytest.mark.parametrize("epsilon", [None, 1e-3])  # None: the default, 1e-5
+def test_epsilon_is_that_of_the_paper_where_it_matters(method, epsilon):
+    z1, z2 = pair_with_degenerate_dimensions()
+    eps = 1e-5 if epsilon is None else epsilon
+    z1_64, z2_64 = z1.astype(np.float64), z2.astype(np.float64)
+    c, on_diag, off_diag = numpy_terms(z1_64, z2_64, eps)
+    expected = on_diag + 0.0051 * off_diag
+    # Epsilon matters here: a much smaller one changes the loss by more than 10%.
+    _, on_tiny, off_tiny = numpy_terms(z1_64, z2_64, 1e-12)
+    assert abs(on_tiny + 0.0051 * off_tiny - expected) > 0.1 * expected
+    kwargs = {} if epsilon is None else {"epsilon": epsilon}
+    loss = losses.barlow_twins_loss(z1, z2, method=method, **kwargs)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    got_c = np.asarray(to_numpy(losses.cross_correlation(z1, z2, **kwargs)), np.float64)
+    np.testing.assert_allclose(got_c, c, atol=1e-5)
 
 
 @pytest.mark.parametrize("n, d", [(16, 256), (200, 64)])
@@ -61,13 +138,13 @@ def test_gram_and_cross_correlation_paths_agree_in_value_and_gradient(n, d):
     z1, z2 = correlated_pair(n, d, seed=4)
     results = {}
     for method in ("cross_correlation", "gram"):
-        v1, v2 = tf.Variable(z1), tf.Variable(z2)
-        with tf.GradientTape() as tape:
-            loss = losses.barlow_twins_loss(v1, v2, method=method)
-        results[method] = (
-            loss.numpy(),
-            *[g.numpy() for g in tape.gradient(loss, [v1, v2])],
+        loss, gradients = value_and_gradients(
+            lambda v1, v2, method=method: losses.barlow_twins_loss(
+                v1, v2, method=method
+            ),
+            [z1, z2],
         )
+        results[method] = (loss, *gradients)
     pairs = zip(results["gram"], results["cross_correlation"], strict=True)
     for got, expected in pairs:
         np.testing.assert_allclose(
@@ -78,20 +155,21 @@ def test_gram_and_cross_correlation_paths_agree_in_value_and_gradient(n, d):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_low_precision_inputs_are_computed_in_float32(dtype):
     z1, z2 = correlated_pair(32, 64, seed=5)
-    low1, low2 = tf.cast(z1, dtype), tf.cast(z2, dtype)
+    low1, low2 = keras.ops.cast(z1, dtype), keras.ops.cast(z2, dtype)
     loss = losses.barlow_twins_loss(low1, low2)
     reference = losses.barlow_twins_loss(
-        tf.cast(low1, tf.float32), tf.cast(low2, tf.float32)
+        keras.ops.cast(low1, "float32"), keras.ops.cast(low2, "float32")
     )
-    assert loss.dtype == tf.float32
+    assert dtype_of(loss) == "float32"
     np.testing.assert_allclose(float(loss), float(reference), rtol=1e-6)
 
 
+@pytest.mark.tensorflow_only  # Keras on JAX maps float64 to float32
 def test_float64_inputs_are_computed_in_float64():
     z1, z2 = correlated_pair(32, 64, seed=5)
     _, on_diag, off_diag = numpy_terms(z1.astype(np.float64), z2.astype(np.float64))
     loss = losses.barlow_twins_loss(z1.astype(np.float64), z2.astype(np.float64))
-    assert loss.dtype == tf.float64
+    assert dtype_of(loss) == "float64"
     np.testing.assert_allclose(float(loss), on_diag + 0.0051 * off_diag, rtol=1e-12)
 
 
@@ -111,10 +189,10 @@ def test_choose_method():
     assert losses.choose_method(None, 8192) == "cross_correlation"
 
 
-def test_works_inside_tf_function():
+def test_works_inside_a_compiled_function():  # tf.function on TF, jax.jit on JAX
     z1, z2 = correlated_pair(32, 64, seed=7)
     eager = losses.barlow_twins_loss(z1, z2)
-    graph = tf.function(losses.barlow_twins_loss)(z1, z2)
+    graph = compiled(losses.barlow_twins_loss)(z1, z2)
     np.testing.assert_allclose(float(graph), float(eager), rtol=1e-6)
 
 

@@ -3,10 +3,13 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_barlow.optimizers import LARS
 from keras_barlow.schedules import WarmupCosine
+
+pytestmark = pytest.mark.core
+
+BACKEND = keras.backend.backend()
 
 # Large enough for weight decay and the trust ratio to change float32 results.
 LEARNING_RATE = 0.5
@@ -55,18 +58,67 @@ def make_dense():
     return layer
 
 
+def to_numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
 def loss_of(layer, x, y):
-    return 0.5 * tf.reduce_sum(tf.square(layer(x) - y)) / len(X)
+    return 0.5 * keras.ops.sum(keras.ops.square(layer(x) - y)) / len(X)
+
+
+def gradients_of(loss_fn, variables):
+    """Gradients of `loss_fn()` with respect to the Keras `variables`.
+
+    `tf.GradientTape` on TensorFlow; on JAX `jax.grad` of the loss with the
+    variables' values fed through a `keras.StatelessScope`.
+    """
+    if BACKEND == "jax":
+        import jax
+
+        def loss_of_values(values):
+            mapping = list(zip(variables, values, strict=True))
+            with keras.StatelessScope(state_mapping=mapping):
+                return loss_fn()
+
+        return jax.grad(loss_of_values)([variable.value for variable in variables])
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        loss = loss_fn()
+    return tape.gradient(loss, variables)
+
+
+def apply(optimizer, gradients, variables):
+    """One optimizer step, as the backend's trainer takes it.
+
+    `apply` on TensorFlow; on JAX the trainer's `stateless_apply` (a stateful
+    `LossScaleOptimizer.apply` cannot run outside a traced step there: its
+    `ops.cond` would leak tracers), then the new values are assigned.
+    """
+    if BACKEND != "jax":
+        return optimizer.apply(gradients, variables)
+    if not optimizer.built:
+        optimizer.build(variables)
+    new_values, new_state = optimizer.stateless_apply(
+        [v.value for v in optimizer.variables],
+        gradients,
+        [v.value for v in variables],
+    )
+    for variable, value in zip(variables, new_values, strict=True):
+        variable.assign(value)
+    for variable, value in zip(optimizer.variables, new_state, strict=True):
+        variable.assign(value)
 
 
 def train(optimizer, steps=STEPS):
     layer = make_dense()
     for _ in range(steps):
-        with tf.GradientTape() as tape:
-            loss = optimizer.scale_loss(loss_of(layer, X, Y))
-        gradients = tape.gradient(loss, layer.trainable_variables)
-        optimizer.apply(gradients, layer.trainable_variables)
-    return [variable.numpy() for variable in layer.trainable_variables]
+        gradients = gradients_of(
+            lambda: optimizer.scale_loss(loss_of(layer, X, Y)),
+            layer.trainable_variables,
+        )
+        apply(optimizer, gradients, layer.trainable_variables)
+    return [to_numpy(variable) for variable in layer.trainable_variables]
 
 
 def lars(**kwargs):
@@ -136,7 +188,10 @@ def test_schedule_drives_the_learning_rate():
     )
 
 
+@pytest.mark.tensorflow_only  # tf.distribute.MirroredStrategy, tf.data
 def test_mirrored_strategy_step_equals_single_device_step(mirrored_strategy):
+    import tensorflow as tf
+
     strategy = mirrored_strategy
     with strategy.scope():
         layer = make_dense()
@@ -182,9 +237,11 @@ def test_inside_loss_scale_optimizer():
 
     # A non-finite gradient is skipped: LARS's weights and momentum stay as they are.
     variables = optimizer.inner_optimizer._trainable_variables
-    before = [v.numpy() for v in optimizer.inner_optimizer.variables]
-    optimizer.apply([tf.fill(v.shape, np.inf) for v in variables], variables)
-    after = [v.numpy() for v in optimizer.inner_optimizer.variables]
+    before = [to_numpy(v) for v in optimizer.inner_optimizer.variables]
+    apply(
+        optimizer, [np.full(v.shape, np.inf, "float32") for v in variables], variables
+    )
+    after = [to_numpy(v) for v in optimizer.inner_optimizer.variables]
     for old, new in zip(before, after, strict=True):
         np.testing.assert_array_equal(old, new)
 
@@ -218,7 +275,7 @@ def test_saved_model_restores_optimizer_state(tmp_path):
     assert restored.optimizer.get_config() == model.optimizer.get_config()
     pairs = zip(model.optimizer.variables, restored.optimizer.variables, strict=True)
     for saved, loaded in pairs:
-        np.testing.assert_array_equal(saved.numpy(), loaded.numpy())
+        np.testing.assert_array_equal(to_numpy(saved), to_numpy(loaded))
 
 
 @pytest.mark.parametrize(

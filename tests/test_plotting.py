@@ -30,6 +30,8 @@ def test_plot_cross_correlation_validates_its_input():
     pytest.importorskip("matplotlib")
     with pytest.raises(ValueError, match="square"):
         plotting.plot_cross_correlation(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match=r"`max_dims` must be .*Received: max_dims=0"):
+        plotting.plot_cross_correlation(np.eye(3), max_dims=0)
 
 
 def test_missing_matplotlib_raises_an_import_error_with_the_fix(monkeypatch):

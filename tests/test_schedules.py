@@ -8,6 +8,8 @@ import pytest
 
 from keras_barlow.schedules import WarmupCosine
 
+pytestmark = pytest.mark.core
+
 
 def reference_learning_rate(step, base, total_steps, warmup_steps, end_factor):
     """facebookresearch/barlowtwins main.py adjust_learning_rate, one group."""

@@ -1,0 +1,182 @@
+"""The options every loader shares, checked once, and what a loader reports back."""
+
+import dataclasses
+
+from keras_barlow import _checks as checks
+from keras_barlow.data import selection
+
+INTERPOLATIONS = (
+    "area",
+    "bicubic",
+    "bilinear",
+    "gaussian",
+    "lanczos3",
+    "lanczos5",
+    "mitchellcubic",
+    "nearest",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """How a loader turns images into batches: the keyword arguments of every loader.
+
+    Checked when made; `training`, `shuffle` and `split_seed` are resolved from
+    their defaults then, so a loader reads plain values.
+
+    Attributes:
+        image_size: `None` (the images' own size, which must then be the same
+            for all; the first image's for a folder), an int or `(height, width)`;
+            images of another size are resized.
+        batch_size: images per batch.
+        training: `True` shuffles and drops the last partial batch. Default:
+            `True` unless `subset="validation"`.
+        shuffle: overrides `training` for shuffling.
+        seed: int seed of the shuffle (and of the split, unless `split_seed`).
+        subset: `None`, `"training"` or `"validation"`: one side of
+            `stratified_split(labels, val_fraction, val_count, split_seed)`, so two
+            calls with the same arguments give disjoint parts (not for TFDS,
+            which slices its splits: `"train[:90%]"`).
+        val_fraction: fraction of the images held back for validation.
+        val_count: number of images held back (instead of `val_fraction`).
+        split_seed: int seed of the validation split, default `seed`: fix it to
+            hold back the same images whatever the shuffle seed.
+        limit_images: use at most N images of the subset, class-balanced (see
+            `balanced_subset`).
+        interpolation: `tf.image.resize` method.
+        crop_to_aspect_ratio: center-crop to the aspect ratio of `image_size`
+            before resizing, instead of squashing.
+        epochs: `None` (one pass, reshuffled at every iteration) or the total
+            number of epochs of training: the dataset then holds the batches of
+            epochs `initial_epoch` to `epochs - 1`, each epoch in an order keyed
+            by `(seed, epoch)` (see `keras_barlow.data`). Needs `training=True`.
+        initial_epoch: the first epoch to yield (with `epochs`), e.g. the
+            completed epochs of a restored checkpoint.
+        steps_per_epoch: batches per epoch (with `epochs`), at most and by
+            default `images // batch_size`; each epoch uses the first ones of its
+            order.
+    """
+
+    image_size: object = None
+    batch_size: int = 256
+    training: bool | None = None
+    shuffle: bool | None = None
+    seed: int = 0
+    subset: str | None = None
+    val_fraction: float | None = None
+    val_count: int | None = None
+    split_seed: int | None = None
+    limit_images: int | None = None
+    interpolation: str = "bilinear"
+    crop_to_aspect_ratio: bool = False
+    epochs: int | None = None
+    initial_epoch: int = 0
+    steps_per_epoch: int | None = None
+
+    def __post_init__(self):
+        resolved = {}
+        if self.image_size is not None:
+            resolved["image_size"] = checks.image_size("image_size", self.image_size)
+        checks.positive_int("batch_size", self.batch_size)
+        if self.limit_images is not None:
+            checks.positive_int("limit_images", self.limit_images)
+        checks.choice("interpolation", self.interpolation, INTERPOLATIONS)
+        selection.check_subset(self.subset, self.val_fraction, self.val_count)
+        if self.training is None:
+            resolved["training"] = self.subset != "validation"
+        training = resolved.get("training", self.training)
+        if self.shuffle is None:
+            resolved["shuffle"] = training
+        if self.split_seed is None:
+            resolved["split_seed"] = self.seed
+        _check_epochs(self.epochs, self.initial_epoch, self.steps_per_epoch, training)
+        for name, value in resolved.items():
+            object.__setattr__(self, name, value)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a loader knows about the dataset it built (`with_info=True`).
+
+    A separate object, so it stays true whatever is mapped over the dataset.
+
+    Attributes:
+        class_names: label names, label i is name i, or `None`.
+        num_images: images selected, or `None` when the source does not say.
+        steps_per_epoch: full batches per epoch, for `fit`; `None` when
+            `training=False` or the number of images is unknown.
+        image_size: `(height, width)` of the images yielded.
+        file_paths: image files in the order of an unshuffled pass (folders
+            only), or `None`.
+    """
+
+    class_names: list | None
+    num_images: int | None
+    steps_per_epoch: int | None
+    image_size: tuple
+    file_paths: list | None = dataclasses.field(default=None, repr=False)
+
+
+def full_batches_per_epoch(count, options):
+    """Batches per training epoch (`options.steps_per_epoch` or all), or None."""
+    if not options.training or count is None:
+        return None
+    available = count // options.batch_size
+    if options.steps_per_epoch is None:
+        return available
+    if options.steps_per_epoch > available:
+        raise ValueError(
+            f"`steps_per_epoch`={options.steps_per_epoch} asks for more batches than "
+            f"the {count} images hold ({available} full batches of "
+            f"{options.batch_size}). Use steps_per_epoch <= {available}, or more "
+            "epochs."
+        )
+    return options.steps_per_epoch
+
+
+def check_count(count, options, source):
+    """The selection left images, and enough for one full batch when training."""
+    if count == 0:
+        raise ValueError(
+            f"No images left in {source} after the subset, limit and corrupt-file "
+            "selection: the dataset would be empty."
+        )
+    if options.training and count < options.batch_size:
+        raise ValueError(
+            f"`batch_size`={options.batch_size} is larger than the {count} images of "
+            f"{source}. With training=True the last partial batch is dropped, so the "
+            "dataset would be empty. Use a smaller batch_size, more images, or "
+            "training=False."
+        )
+
+
+def _check_epochs(epochs, initial_epoch, steps_per_epoch, training):
+    if epochs is None:
+        if steps_per_epoch is not None:
+            raise ValueError(
+                "`steps_per_epoch` goes with `epochs` (epochs keyed by their "
+                f"number). Received: steps_per_epoch={steps_per_epoch}, epochs=None. "
+                "Pass epochs=..., or give steps_per_epoch to `fit` instead."
+            )
+        return
+    checks.positive_int("epochs", epochs)
+    if steps_per_epoch is not None:
+        checks.positive_int("steps_per_epoch", steps_per_epoch)
+    try:
+        checks.integer("initial_epoch", initial_epoch, low=0, high=epochs - 1)
+    except ValueError:
+        raise ValueError(
+            f"`initial_epoch` must be an int in [0, epochs) = [0, {epochs}). "
+            f"Received: initial_epoch={initial_epoch!r}. A run restored after its "
+            "last epoch has nothing left to train: skip `fit`."
+        ) from None
+    if not training:
+        raise ValueError(
+            "`epochs` orders the batches of training epochs and needs "
+            "training=True (full batches only). Received: training=False"
+        )
+
+
+def loader_result(dataset, info, with_info):
+    """What a loader returns: the dataset, or `(dataset, info)` with `with_info`."""
+    return (dataset, info) if with_info else dataset

@@ -1,0 +1,291 @@
+"""The training core on Keras' JAX backend (`KERAS_BACKEND=jax`, 2 XLA CPU devices).
+
+Runs without TensorFlow installed. `keras.distribution.DataParallel` on two
+devices must give the single-device step on the same global batch: global batch
+statistics, global C, BN statistics of the global batch, no factor of R.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import keras_barlow
+from keras_barlow import input_checks
+
+pytestmark = [pytest.mark.core, pytest.mark.jax_only]
+
+SIZE = 8
+BATCH = 8
+STEPS = 3
+
+
+def tiny_encoder():
+    return keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 3)),
+            keras.layers.Conv2D(4, 3, use_bias=False),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
+
+
+def tiny_model(augmenter="cifar", optimizer="sgd"):
+    model = keras_barlow.BarlowTwins(
+        tiny_encoder(), projector_dims=(16, 16), augmenter=augmenter, seed=0
+    )
+    model.build((None, SIZE, SIZE, 3))
+    model.compile(optimizer=optimizer)
+    return model
+
+
+def uint8_images(count, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (count, SIZE, SIZE, 3)).astype(np.uint8)
+
+
+def view_pairs(count, seed=0):
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=(count, SIZE, SIZE, 3)).astype(np.float32)
+    return x1, (x1 + 0.5 * rng.normal(size=x1.shape)).astype(np.float32)
+
+
+class StepLosses(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.losses = []
+        self.seen = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        # `loss` is the running mean over the epoch: recover each step's loss.
+        mean = float(logs["loss"])
+        self.losses.append(mean * (batch + 1) - self.seen)
+        self.seen = mean * (batch + 1)
+
+
+def weights_of(model):
+    return [keras.ops.convert_to_numpy(w) for w in model.weights]
+
+
+def test_the_training_core_imports_without_tensorflow():
+    code = textwrap.dedent(
+        """
+        import sys
+        import keras_barlow
+        from keras_barlow import (augment, backbones, losses, model, optimizers,
+                                  presets, schedules)
+        assert "tensorflow" not in sys.modules, "tensorflow was imported"
+        print("ok")
+        """
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_tensorflow_modules_name_the_extra_when_tensorflow_is_missing():
+    # Hide TensorFlow from the import system, as in an environment without it.
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["tensorflow"] = None  # `import tensorflow` now fails
+        import keras_barlow
+        try:
+            keras_barlow.data
+        except ImportError as error:
+            print(error)
+        """
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "keras_barlow.data needs TensorFlow" in result.stdout
+    assert "keras-barlow[cpu]" in result.stdout
+
+
+def test_fit_on_uint8_arrays_draws_views_in_the_step():
+    model = tiny_model()
+    history = model.fit(uint8_images(32), batch_size=BATCH, epochs=2, verbose=0)
+    assert set(history.history) == {"loss", "on_diag", "off_diag", "embedding_std"}
+    assert all(np.isfinite(history.history["loss"]))
+    assert int(keras.ops.convert_to_numpy(model.train_step_count)) == 8
+
+
+def test_fit_on_a_py_dataset_and_on_ready_views():
+    class Images(keras.utils.PyDataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            return uint8_images(BATCH, seed=index)
+
+    history = tiny_model().fit(Images(), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    ready = tiny_model(augmenter=None)
+    history = ready.fit(view_pairs(16), batch_size=BATCH, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_views_depend_on_the_seed_variable_and_the_step():
+    images = uint8_images(4)
+    model = tiny_model()
+    step0 = model.make_views(images, model._step_seed(0))[0]
+    step1 = model.make_views(images, model._step_seed(1))[0]
+    assert not np.allclose(step0, step1)
+    # The seed is a variable: assigning it changes the draws, as a restore does.
+    other = keras_barlow.BarlowTwins(
+        tiny_encoder(), projector_dims=(16, 16), augmenter="cifar", seed=7
+    )
+    model.augment_seed.assign(7)
+    np.testing.assert_array_equal(
+        model.make_views(images, model._step_seed(0))[0],
+        other.make_views(images, other._step_seed(0))[0],
+    )
+
+
+def run_steps(model, initial, data, **fit_kwargs):
+    model.set_weights(initial)
+    steps = StepLosses()
+    model.fit(*data, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[steps])
+    return np.array(steps.losses), weights_of(model)
+
+
+@pytest.mark.parametrize("augmenter", ["cifar", None])
+def test_data_parallel_on_two_devices_is_the_single_device_step(augmenter):
+    import jax
+
+    assert len(jax.devices()) == 2, "conftest sets 2 XLA CPU devices"
+    data = (uint8_images(STEPS * BATCH),) if augmenter else view_pairs(STEPS * BATCH)
+    single_model = tiny_model(augmenter)
+    initial = single_model.get_weights()
+    single_losses, single_weights = run_steps(single_model, initial, data)
+
+    keras.distribution.set_distribution(keras.distribution.DataParallel())
+    try:
+        parallel_model = tiny_model(augmenter)
+        parallel_losses, parallel_weights = run_steps(parallel_model, initial, data)
+        kernel = parallel_model.projector.blocks[0].kernel.value
+        assert len(kernel.sharding.device_set) == 2  # replicated on both devices
+    finally:
+        keras.distribution.set_distribution(None)
+
+    np.testing.assert_allclose(parallel_losses, single_losses, rtol=1e-4)
+    for single, parallel, start in zip(
+        single_weights, parallel_weights, initial, strict=True
+    ):
+        update = single - start
+        if not np.any(update):
+            np.testing.assert_array_equal(parallel, single)
+            continue
+        error = np.linalg.norm((parallel - start) - update) / np.linalg.norm(update)
+        assert error < 1e-2
+    # Every moving statistic moved the same way: batch normalization (not
+    # synchronized, which Keras offers on TensorFlow only) saw the global batch.
+    bn = single_model.projector.blocks[1]
+    assert not bn.synchronized
+
+
+def test_views_under_data_parallel_equal_one_device_views():
+    import jax
+
+    images = uint8_images(BATCH)
+    model = tiny_model()
+    seed = model._step_seed(5)
+    expected = model.make_views(images, seed)
+    keras.distribution.set_distribution(keras.distribution.DataParallel())
+    try:
+        layout = keras.distribution.distribution().get_data_layout(images.shape)
+        sharded = jax.device_put(images, layout.backend_layout)
+        views = jax.jit(lambda x: model.make_views(x, seed))(sharded)
+    finally:
+        keras.distribution.set_distribution(None)
+    for view, reference in zip(views, expected, strict=True):
+        # The same draws; sharded sums round a little differently.
+        np.testing.assert_allclose(view, reference, atol=1e-5)
+
+
+def test_sync_batch_norm_is_refused_on_jax():
+    with pytest.raises(ValueError, match="needs Keras' TensorFlow backend"):
+        keras_barlow.ResNet18((32, 32, 3), stem="cifar", sync_batch_norm=True)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains(policy):
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        model = tiny_model(optimizer=keras.optimizers.SGD(0.01))
+        history = model.fit(uint8_images(16), batch_size=BATCH, verbose=0)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert np.isfinite(history.history["loss"][0])
+    # float16 needs loss scaling, which Keras adds at compile on JAX too.
+    scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled == (policy == "mixed_float16")
+
+
+@pytest.mark.parametrize("largest", [1.0, 1.04, 300.0, np.nan])
+def test_float_pixels_are_checked_on_the_host_before_any_step(largest):
+    images = uint8_images(16).astype(np.float32)
+    if largest < 2:
+        images /= 255.0
+    images[3, 0, 0, 0] = largest
+    model = tiny_model()
+    initial = weights_of(model)
+    with pytest.raises(ValueError, match="^Float images must hold pixel values"):
+        model.fit(images, batch_size=BATCH, verbose=0)
+    for weight, start in zip(weights_of(model), initial, strict=True):
+        np.testing.assert_array_equal(weight, start)
+
+
+def test_a_bad_batch_of_a_py_dataset_stops_before_its_step():
+    class Images(keras.utils.PyDataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            images = uint8_images(BATCH, seed=index).astype(np.float32)
+            return images / 255.0 if index == 2 else images
+
+    good = tiny_model()
+    initial = weights_of(good)
+    two_batches = np.concatenate([uint8_images(BATCH, seed=i) for i in (0, 1)])
+    good.fit(two_batches, batch_size=BATCH, shuffle=False, verbose=0)
+    model = tiny_model()
+    model.set_weights(initial)
+    with pytest.raises(ValueError, match="taken as scaled"):
+        model.fit(Images(), verbose=0)
+
+    # Keras may read batches ahead of the steps: the error comes before the bad
+    # batch's step, after 0 or 2 good steps; the model keeps its variables.
+    def same(weights):
+        return all(
+            np.allclose(a, b, rtol=1e-6, atol=1e-7)
+            for a, b in zip(weights_of(model), weights, strict=True)
+        )
+
+    assert same(initial) or same(weights_of(good))
+
+
+def test_a_short_last_batch_is_skipped_and_the_epoch_kept():
+    model = tiny_model()
+    with pytest.warns(UserWarning, match="Skipping a batch of 1"):
+        history = model.fit(uint8_images(17), batch_size=BATCH, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 4
+    assert int(keras.ops.convert_to_numpy(model.train_step_count)) == 4
+
+
+def test_host_pixel_check_matches_the_rule():
+    input_checks.check_pixel_range(np.zeros((2, 4, 4, 3), np.float32))  # black
+    input_checks.check_pixel_range(np.full((2, 4, 4, 3), 255, np.uint8))
+    with pytest.raises(ValueError, match="from -1.0 to"):
+        input_checks.check_pixel_range(np.full((2, 4, 4, 3), -1.0, np.float32))
