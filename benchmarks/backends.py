@@ -48,8 +48,14 @@ def make_flags(argv=None):
     parser.add_argument("--policies", nargs="+", choices=POLICIES, default=POLICIES)
     parser.add_argument("--rounds", type=int, default=2, help="processes per case")
     parser.add_argument("--batch_size", type=int, default=64, help="image pairs")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed first steps")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps a process")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed first steps")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps a process")
+    parser.add_argument(
+        "--worker_timeout",
+        type=float,
+        default=300,
+        help="seconds after which a case is stopped and reported as an error",
+    )
     parser.add_argument(
         "--optimizer",
         choices=("lars", "sgd"),
@@ -213,13 +219,22 @@ def worker_command(flags, backend, policy):
 def run_worker(flags, backend, policy):
     """The worker's JSON record, or an error record."""
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(
-        worker_command(flags, backend, policy),
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            worker_command(flags, backend, policy),
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=flags.worker_timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {
+            "benchmark": "backends",
+            "backend": backend,
+            "dtype_policy": policy,
+            "error": f"stopped after --worker_timeout {flags.worker_timeout} s",
+        }
     for line in reversed(result.stdout.splitlines()):
         if line.startswith("{"):
             return json.loads(line)
@@ -255,16 +270,19 @@ def ratios(records, policies):
             line["jax_over_tensorflow_speed"] = round(
                 medians["tensorflow"] / medians["jax"], 3
             )
-            line["faster"] = "jax" if medians["jax"] < medians["tensorflow"] else (
-                "tensorflow"
+            line["faster"] = (
+                "jax" if medians["jax"] < medians["tensorflow"] else ("tensorflow")
             )
         lines.append(line)
     if set(policies) == set(POLICIES):
         for backend in BACKENDS:
             by_policy = {
                 p: next(
-                    (line.get(f"{backend}_ms_per_step") for line in lines
-                     if line["dtype_policy"] == p),
+                    (
+                        line.get(f"{backend}_ms_per_step")
+                        for line in lines
+                        if line["dtype_policy"] == p
+                    ),
                     None,
                 )
                 for p in POLICIES

@@ -2,9 +2,13 @@
 
 The encoder learns from two distorted views of each image; a kNN classifier and a
 linear probe judge its features on held-back images; it is exported as a SavedModel
-that takes raw images. Without flags: preset `cifar10-resnet18` on TFDS cifar10, on
-all visible GPUs. A quick CPU run is the first command of README.md, which also
-tells about `--workers`, resuming (run the same command again) and serving."""
+that takes raw images. Without flags: the preset `cifar10-resnet18` on TFDS cifar10,
+on all visible GPUs. A run started again resumes. On a CPU, in minutes:
+
+    python examples/cifar10_barlow.py --data cifar10-jpeg-train.tar.gz --backbone \\
+        convnet --projector 512-512-512 --limit_images 10000 --epochs 8 \\
+        --batch_size 128 --optimizer adam --learning_rate 0.002 --model_dir runs/cpu
+"""
 
 import dataclasses
 import itertools
@@ -14,7 +18,7 @@ import pathlib
 import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -31,15 +35,15 @@ BACKBONES = {n.lower(): n for n in ("ResNet18", "ResNet34", "ResNet50", "convnet
 RECIPE_FLAGS = "backbone projector image_size epochs warmup_epochs batch_size".split()
 SETTINGS = ("val_count", "val_fraction", "limit_images", "optimizer", "seed")
 
-# Flags. Numbers are checked as they are parsed: an error names the flag.
+# Flags. An integer flag's last argument is its lower bound: numbers are checked as
+# they are parsed, and an error names the flag as typed.
 F = flags.FLAGS
 flags.DEFINE_string(
     "data",
     "tfds",
-    "'tfds' (TFDS cifar10, downloaded into ~/tensorflow_datasets), 'tfds:NAME', or "
-    "a folder of class sub-folders of images, or a .tar/.tar.gz archive of one, "
-    "extracted once into ~/.cache/keras_barlow (CIFAR-10's JPEG archive of 16 MB "
-    "takes about 200 MB there: 50,000 files).",
+    "'tfds' (TFDS cifar10), 'tfds:NAME', or a folder of class sub-folders of images "
+    "or a .tar/.tar.gz of one, extracted once into ~/.cache/keras_barlow: about "
+    "200 MB (50,000 files) for the 16 MB archive of CIFAR-10 JPEG images.",
 )
 flags.DEFINE_integer("val_count", 5000, "Images held back, stratified by class.", 1)
 flags.DEFINE_float("val_fraction", None, "Fraction held back instead of --val_count.")
@@ -154,8 +158,9 @@ def evaluate(encoder, train_images, val_images, k):
         knn = evaluation.knn_accuracy(*train, *val, k=k, temperature=0.1)
         results["knn"] = {**knn, "k": k, "temperature": 0.1}
     if F.eval in ("linear", "both"):
-        probe = evaluation.linear_probe_on_features
-        probe = probe(*train, *val, epochs=F.linear_epochs, seed=F.seed)
+        probe = evaluation.linear_probe_on_features(
+            *train, *val, epochs=F.linear_epochs, seed=F.seed
+        )
         results["linear"] = {"top1": probe.top1, "top5": probe.top5}
     return results
 
@@ -190,6 +195,8 @@ def run():
     knn_k = max(1, min(200, train_info.num_images // 10))
     print(f"Preset {F.preset!r}, overridden by {', '.join(overrides) or 'no flag'}:")
     print(*str(recipe).splitlines()[1:], f"  {F.optimizer}, {policy}", sep="\n")
+    if recipe.epochs >= 100 and not tf.config.list_physical_devices("GPU"):
+        print("Note: no GPU, days of training. The docstring has a CPU command.")
     if distribute.is_chief(strategy):  # the data passed its checks: write model_dir
         local = not source.startswith("TFDS ") and "://" not in source
         settings = {name: F[name].value for name in SETTINGS}
@@ -265,9 +272,9 @@ def print_summary(summary):
         if name.lower() in results:
             top1, top5 = results[name.lower()]["top1"], results[name.lower()]["top5"]
             print(f"  {name}{stage}: top-1 {top1:.2%}, top-5 {top5:.2%}")
-    if summary["images_per_second"]:
-        print(f"  pre-training: {summary['images_per_second']:.0f} images/s")
-    print(f"  {summary['wall_seconds']:.0f} s; checkpoints, logs: {F.model_dir}")
+    if speed := summary["images_per_second"]:
+        print(f"  pre-training: {speed:.0f} images/s, tracing included")
+    print(f"  {summary['wall_seconds']:.0f} s; checkpoints and logs in {F.model_dir}")
     if summary["saved_model"]:
         print(f"  SavedModel: {summary['saved_model']}")
         print("  to serve it or load it: README.md, section 'Serving the encoder'")
@@ -276,6 +283,7 @@ def print_summary(summary):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
     print_summary(run())
 
 

@@ -38,10 +38,11 @@ from keras_barlow import (  # noqa: E402
     metrics,
     model,
     optimizers,
+    preprocessing,
     presets,
     schedules,
 )
-from keras_barlow.augment import BarlowTwinsAugment, Preprocess  # noqa: E402
+from keras_barlow.augment import BarlowTwinsAugment  # noqa: E402
 from keras_barlow.backbones import ResNet18, ResNet34, ResNet50  # noqa: E402
 from keras_barlow.losses import (  # noqa: E402
     barlow_twins_loss,
@@ -50,6 +51,7 @@ from keras_barlow.losses import (  # noqa: E402
 )
 from keras_barlow.model import BarlowTwins, Projector  # noqa: E402
 from keras_barlow.optimizers import LARS  # noqa: E402
+from keras_barlow.preprocessing import Preprocessing  # noqa: E402
 from keras_barlow.schedules import WarmupCosine  # noqa: E402
 
 __version__ = "0.1.0"
@@ -101,7 +103,7 @@ __all__ = [
     "KNNMonitor",
     "LARS",
     "NaNGuard",
-    "Preprocess",
+    "Preprocessing",
     "Projector",
     "ResNet18",
     "ResNet34",
@@ -127,6 +129,7 @@ __all__ = [
     "model",
     "optimizers",
     "plotting",
+    "preprocessing",
     "presets",
     "schedules",
 ]

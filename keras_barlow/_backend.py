@@ -55,7 +55,8 @@ def fold_in(seed, data):
         return tf.random.experimental.stateless_fold_in(
             tf.cast(seed, tf.int32), tf.cast(data, tf.int64)
         )
-    return _seed_of(jax.random.fold_in(_key_of(seed), jnp.asarray(data, jnp.uint32)))
+    data = jnp.asarray(data).astype(jnp.uint32)  # -1 (evaluation) wraps around
+    return _seed_of(jax.random.fold_in(_key_of(seed), data))
 
 
 def split(seed, count):

@@ -75,7 +75,7 @@ class JaxTrainStep:
         # bad batch found on the host) would leave them empty for good: keep the
         # values and put back any that are still missing. Checked by
         # tests/test_jax.py.
-        if not self.optimizer.built:
+        if self.built and not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
         variables = {
             id(variable): variable

@@ -18,7 +18,6 @@ float32 normalized with the ImageNet mean and standard deviation.
 """
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_barlow import _backend, _checks
@@ -44,7 +43,6 @@ __all__ = [
     "IMAGENET_STD",
     "PRESETS",
     "BarlowTwinsAugment",
-    "Preprocess",
     "RandomApplyLayer",
     "RandomColorJitter",
     "RandomGaussianBlur",
@@ -91,6 +89,38 @@ def _batch_height_width(images):
             "input pipeline (see keras_barlow.data)."
         )
     return ops.shape(images)[0], height, width
+
+
+def _true_height_width(image_sizes, height, width):
+    """Float32 `(B,)` heights and widths from `(B, 2)` sizes, within the canvas."""
+    sizes = ops.cast(image_sizes, "float32")
+    return (
+        ops.clip(sizes[:, 0], 1.0, float(height)),
+        ops.clip(sizes[:, 1], 1.0, float(width)),
+    )
+
+
+def resized_true_regions(images, image_sizes, size):
+    """Each image's true region resized (bicubic, antialiased) and normalized.
+
+    The deterministic counterpart of the crop for full-resolution batches: no
+    random box, the whole `(height, width)` of each image on its canvas.
+
+    Args:
+        images: uint8 or float `(B, H, W, 3)` in [0, 255], padded canvases.
+        image_sizes: int `(B, 2)`, each image's true `(height, width)`.
+        size: `(height, width)` of the output.
+
+    Returns:
+        float32 `(B, size[0], size[1], 3)`, normalized with the ImageNet statistics.
+    """
+    unit = to_unit_range(images)
+    _, height, width = _batch_height_width(unit)
+    true_height, true_width = _true_height_width(image_sizes, height, width)
+    zeros = ops.zeros_like(true_height)
+    rows = resize_matrices(height, size[0], zeros, true_height)
+    cols = resize_matrices(width, size[1], zeros, true_width)
+    return normalize(ops.clip(apply_separable(unit, rows, cols), 0.0, 1.0))
 
 
 # ----------------------------------------------------------------------------------
@@ -172,6 +202,15 @@ class RandomResizedCrop(RandomLayer):
         flip_probability: chance of a horizontal flip per sample.
         seed: int seed for calls without an explicit seed.
 
+    Call arguments:
+        images: float32 `(B, H, W, 3)` in [0, 1].
+        seed: optional int32 `(2,)` stateless seed for this call.
+        image_sizes: optional int `(B, 2)`, each sample's true `(height, width)`
+            when the images are padded at the bottom and right to a common
+            `(H, W)` canvas (the loaders' full-resolution batches): the boxes are
+            drawn on the true size and the padding is never sampled. None: every
+            image fills `(H, W)`.
+
     Input shape: `(B, H, W, 3)` float32 in [0, 1].
     Output shape: `(B, size[0], size[1], 3)` float32 in [0, 1].
     """
@@ -193,9 +232,17 @@ class RandomResizedCrop(RandomLayer):
             "flip_probability", flip_probability
         )
 
-    def get_random_transformation(self, images, seed):
+    def call(self, images, seed=None, image_sizes=None):
+        seed = _seed_for_call(self.seed_generator) if seed is None else seed
+        seed = _backend.as_seed(seed)
+        transformation = self.get_random_transformation(images, seed, image_sizes)
+        return self.transform_images(images, transformation)
+
+    def get_random_transformation(self, images, seed, image_sizes=None):
         crop_seed, flip_seed = _backend.split(seed, 2)
         batch_size, height, width = _batch_height_width(images)
+        if image_sizes is not None:
+            height, width = _true_height_width(image_sizes, height, width)
         top, left, box_height, box_width = sample_crop_boxes(
             crop_seed, batch_size, height, width, self.scale, self.ratio
         )
@@ -427,6 +474,12 @@ class BarlowTwinsAugment(keras.layers.Layer):
     Call arguments:
         images: uint8 or float `(B, H, W, 3)` with values in [0, 255].
         seed: optional int32 `(2,)` stateless seed for this call.
+        image_sizes: optional int `(B, 2)`: each image's true `(height, width)`
+            on a canvas padded at the bottom and right (the batches
+            `{"images", "image_sizes"}` of the loaders' full-resolution path).
+            The crops are then drawn on, and resampled from, each image's own
+            pixels, as torchvision crops the decoded image. None: the images fill
+            `(H, W)`.
 
     Returns:
         `(view1, view2)`, float32 `(B, image_size[0], image_size[1], 3)`.
@@ -490,19 +543,21 @@ class BarlowTwinsAugment(keras.layers.Layer):
             layers.append(RandomSolarize(options["solarize_probability"][view]))
         return layers
 
-    def call(self, images, seed=None):
+    def call(self, images, seed=None, image_sizes=None):
         images = validate_images(images)
         seed = _seed_for_call(self.seed_generator) if seed is None else seed
         seeds = _backend.split(_backend.as_seed(seed), 2)
         unit = to_unit_range(images)
         return tuple(
-            self._distort(unit, layers, view_seed)
+            self._distort(unit, layers, view_seed, image_sizes)
             for layers, view_seed in zip(self.views, seeds, strict=True)
         )
 
-    def _distort(self, images, layers, seed):
+    def _distort(self, images, layers, seed, image_sizes=None):
         seeds = _backend.split(seed, len(layers))
-        for layer, layer_seed in zip(layers, seeds, strict=True):
+        crop, *others = layers  # the crop is first and the only one to see sizes
+        images = crop(images, seed=seeds[0], image_sizes=image_sizes)
+        for layer, layer_seed in zip(others, seeds[1:], strict=True):
             images = layer(images, seed=layer_seed)
         return normalize(images)
 
@@ -523,99 +578,3 @@ class BarlowTwinsAugment(keras.layers.Layer):
             "seed": self.seed,
             **self.options,
         }
-
-
-@keras.saving.register_keras_serializable(package="keras_barlow")
-class Preprocess(keras.layers.Layer):
-    """The deterministic evaluation transform: resize, center crop, normalize.
-
-    The shorter side is resized (bilinear, antialiased) to
-    `image_size / crop_fraction` and the center `image_size` square is kept, as in
-    the usual ImageNet evaluation (256 -> 224 is `crop_fraction=0.875`). With
-    `crop_fraction=1` and images already of `image_size`, only the normalization
-    remains (the CIFAR case).
-
-    Args:
-        image_size: output height and width, int or `(height, width)`.
-        crop_fraction: fraction of the resized shorter side kept by the center crop.
-
-    Input shape: `(B, H, W, 3)` uint8 or float in [0, 255].
-    Output shape: `(B, image_size[0], image_size[1], 3)` float32, normalized.
-    """
-
-    def __init__(self, image_size, crop_fraction=1.0, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.crop_fraction = _checks.number(
-            "crop_fraction", crop_fraction, low=0.0, high=1.0, low_open=True
-        )
-        self.image_size = _checks.image_size("image_size", image_size)
-
-    def call(self, images):
-        images = to_unit_range(validate_images(images))
-        if None in images.shape[1:3]:
-            images = _resize_and_center_crop_at_run_time(
-                images, self.image_size, self.crop_fraction
-            )
-        elif self.crop_fraction != 1.0 or tuple(images.shape[1:3]) != self.image_size:
-            images = _resize_and_center_crop(
-                images, self._resized_shape(images.shape[1:3]), self.image_size
-            )
-        return normalize(images)
-
-    def _resized_shape(self, shape):
-        """The shape whose center crop is `image_size`: the shorter side scaled."""
-        # In float32, as the run-time path computes it, so both agree to the pixel.
-        target = np.float32(
-            [round(side / self.crop_fraction) for side in self.image_size]
-        )
-        shape = np.float32(shape)
-        return tuple(int(side) for side in np.ceil(shape * np.max(target / shape)))
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], *self.image_size, 3)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "image_size": self.image_size,
-            "crop_fraction": self.crop_fraction,
-        }
-
-
-def _resize_and_center_crop(images, resized_shape, crop_shape):
-    """Antialiased bilinear resize to `resized_shape`, then the center `crop_shape`."""
-    images = ops.image.resize(
-        images, resized_shape, antialias=True, data_format="channels_last"
-    )
-    top = (resized_shape[0] - crop_shape[0]) // 2
-    left = (resized_shape[1] - crop_shape[1]) // 2
-    images = images[:, top : top + crop_shape[0], left : left + crop_shape[1], :]
-    return ops.clip(images, 0.0, 1.0)
-
-
-def _resize_and_center_crop_at_run_time(images, image_size, crop_fraction):
-    """`Preprocess` for images whose size is known only at run time.
-
-    Only TensorFlow graphs have such sizes (a serving signature for any image
-    size). With `crop_fraction=1`, images that already have `image_size` skip the
-    resize and stay bit-exact.
-    """
-    import tensorflow as tf
-
-    target = [round(side / crop_fraction) for side in image_size]
-    shape = tf.cast(tf.shape(images)[1:3], tf.float32)
-    factor = tf.reduce_max(tf.constant(target, tf.float32) / shape)
-    resized_shape = tf.cast(tf.math.ceil(shape * factor), tf.int32)
-
-    def resize():
-        resized = tf.image.resize(images, resized_shape, antialias=True)
-        resized = tf.image.resize_with_crop_or_pad(resized, *image_size)
-        return tf.clip_by_value(resized, 0.0, 1.0)
-
-    if crop_fraction == 1.0:
-        same_size = tf.reduce_all(tf.shape(images)[1:3] == image_size)
-        resized = tf.cond(same_size, lambda: images, resize)
-    else:
-        resized = resize()
-    return tf.ensure_shape(resized, (None, *image_size, 3))

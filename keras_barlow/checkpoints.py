@@ -7,9 +7,8 @@ everything the next epoch depends on:
   momentum, the iteration count that drives the learning-rate schedule, the
   loss scale of a `LossScaleOptimizer`);
 * the augmentation random state: `BarlowTwins` draws its distortions from
-  `(model.seed, model.train_step_count, replica)` (see `BarlowTwins._step_seed`);
-  the step count is a model weight and the seed is stored beside it; the states of
-  the model's
+  `(model.augment_seed, model.train_step_count, replica)` (see
+  `BarlowTwins._step_seed`), both model weights; the states of the model's
   `keras.random.SeedGenerator`s (e.g. a `Dropout` in the encoder) are stored
   too, as `save_weights` leaves them out;
 * the number of completed epochs.
@@ -23,9 +22,8 @@ checkpoint that fails to load (e.g. a damaged disk) is skipped with a warning in
 favour of the one before it; the failed attempt leaves the model as it was. The
 last `max_to_keep` checkpoints are kept.
 
-A restarted run must be the same run: `check_settings` stores a run's settings
-beside its checkpoints and refuses a restart with other ones, and
-`TrainingCheckpoint.check_epochs` refuses fewer epochs than are already done.
+A restart must be the same run: `check_settings` refuses other settings, and
+`TrainingCheckpoint.check_epochs` fewer epochs than already done.
 
 Resuming restarts the interrupted epoch from its beginning. The run then ends
 with the same weights as an uninterrupted one when every epoch sees the same
@@ -135,7 +133,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
         Builds the model and its optimizer first when needed. `model` must be
         compiled. A `BarlowTwins` also gets the augmentation seed it was
-        trained with.
+        trained with (a weight), without retracing its steps.
 
         Args:
             model: the model to restore; defaults to the callback's model.
@@ -190,8 +188,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
         Args:
             epochs: int, the total epochs the run asks for.
-            name: how the caller's user typed `epochs`, for the message (e.g.
-                `"--epochs"` in a script with flags).
+            name: `epochs` as the user typed it, e.g. `"--epochs"`, for the message.
 
         Raises:
             ValueError: `epochs` is below `latest_epoch()`.
@@ -320,49 +317,52 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 def check_settings(path, settings, may_change=()):
     """Store a new run's settings in `path`; refuse to resume one with other settings.
 
-    The first call for a run writes `settings` as JSON. A later call (a restart)
-    compares them with the stored ones and raises on any difference, except in the
-    keys of `may_change`. A value given as an `os.PathLike` (e.g. `pathlib.Path`)
-    is a local path: it is stored resolved (absolute, links followed) and compared
-    resolved, so the same data reached by another path is the same setting.
+    The first call writes `settings` to the JSON file `path`, nested keys flattened
+    (`{"recipe": {"epochs": 10}}` -> `"recipe.epochs"`). A later call (a restart)
+    raises on any difference but those of the keys `may_change`. An `os.PathLike`
+    value (e.g. a `pathlib.Path`) is a local path, stored and compared resolved
+    (absolute, links followed): the same data by another path is the same setting.
 
     Args:
-        path: the JSON file, e.g. `model_dir/settings.json` (a local path or any
-            `tf.io.gfile` URL).
-        settings: dict of JSON-ready values (nested dicts compare key by key;
-            tuples compare equal to lists), or `os.PathLike` values.
-        may_change: dotted keys that may differ on a restart, e.g.
+        path: the JSON file (a local path or any `tf.io.gfile` URL).
+        settings: dict of JSON-ready values or `os.PathLike`s, dicts nested in it
+            (tuples compare equal to lists).
+        may_change: dotted keys that may change on a restart, e.g.
             `("recipe.epochs",)`.
 
     Returns:
-        The settings as stored (a dict of JSON values).
+        dict, the stored settings (flat).
 
     Raises:
-        ValueError: the stored settings differ; the message lists every change as
-            `key: old -> new`.
+        ValueError: listing every change as `key: old -> new`.
 
     Example:
 
     ```python
-    checkpoints.check_settings(
-        f"{model_dir}/settings.json",
-        {"data": pathlib.Path(data_dir), "seed": 0, "recipe": {"epochs": 100}},
-        may_change=("recipe.epochs",),
-    )
+    settings = {"data": pathlib.Path(data_dir), "recipe": {"epochs": 100}}
+    check_settings(f"{model_dir}/settings.json", settings, ("recipe.epochs",))
     ```
     """
-    current = json.loads(json.dumps(_resolve_paths(settings)))
+    flat = _flat(settings)
+    paths = {key for key, value in flat.items() if isinstance(value, os.PathLike)}
+    current = {
+        key: os.path.realpath(value) if key in paths else value
+        for key, value in flat.items()
+    }
+    current = json.loads(json.dumps(current))  # tuples become lists, as stored
     if not tf.io.gfile.exists(path):
         tf.io.gfile.makedirs(os.path.dirname(path) or ".")
         _write_atomically(path, json.dumps(current, indent=2))
         return current
     with tf.io.gfile.GFile(path) as file:
-        stored = json.load(file)
-    changed = [
-        change
-        for key, change in _differences(stored, current, _path_keys(settings))
-        if key not in may_change
-    ]
+        stored = _flat(json.load(file))
+    changed = []
+    for key in sorted((set(stored) | set(current)) - set(may_change)):
+        old, new = stored.get(key), current.get(key)
+        if key in paths and isinstance(old, str):
+            old = os.path.realpath(old)  # as typed, in a store of an older version
+        if old != new:
+            changed.append(f"{key}: {old!r} -> {new!r}")
     if changed:
         raise ValueError(
             f"{os.path.dirname(path) or '.'!r} holds a run with other settings "
@@ -372,45 +372,21 @@ def check_settings(path, settings, may_change=()):
     return stored
 
 
-def _resolve_paths(settings):
-    if isinstance(settings, dict):
-        return {key: _resolve_paths(value) for key, value in settings.items()}
-    if isinstance(settings, os.PathLike):
-        return os.path.realpath(settings)
-    return settings
-
-
-def _path_keys(settings, prefix=""):
-    """Dotted keys of the `os.PathLike` values of `settings`."""
-    keys = set()
+def _flat(settings, prefix=""):
+    """`{"a.b": leaf}` for the leaves of nested dicts."""
+    flat = {}
     for key, value in settings.items():
         if isinstance(value, dict):
-            keys |= _path_keys(value, f"{prefix}{key}.")
-        elif isinstance(value, os.PathLike):
-            keys.add(f"{prefix}{key}")
-    return keys
-
-
-def _differences(stored, current, path_keys, prefix=""):
-    """`(dotted key, "key: old -> new")` for each differing leaf."""
-    for key in sorted(set(stored) | set(current)):
-        old, new = stored.get(key), current.get(key)
-        name = f"{prefix}{key}"
-        if isinstance(old, dict) and isinstance(new, dict):
-            yield from _differences(old, new, path_keys, f"{name}.")
-        elif name in path_keys and isinstance(old, str):
-            # A store written before paths were resolved holds the text given.
-            if os.path.realpath(old) != new:
-                yield name, f"{name}: {old!r} -> {new!r}"
-        elif old != new:
-            yield name, f"{name}: {old!r} -> {new!r}"
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _state(model, epoch):
     return {
         "epoch": int(epoch),
         "step": int(model.optimizer.iterations.numpy()),
-        "seed": getattr(model, "seed", None),
         "seed_generator_states": [
             np.asarray(v.numpy()).tolist() for v in _seed_generator_states(model)
         ],
@@ -426,7 +402,7 @@ def _load(model, path):
     """
     with tf.io.gfile.GFile(os.path.join(path, _STATE_FILE)) as file:
         state = json.load(file)
-    missing = {"epoch", "step", "seed", "seed_generator_states"} - set(state)
+    missing = {"epoch", "step", "seed_generator_states"} - set(state)
     if missing:
         raise ValueError(f"{_STATE_FILE} lacks {sorted(missing)}")
     seed_states = _seed_generator_states(model)
@@ -453,7 +429,6 @@ def _load(model, path):
         seed_states, state["seed_generator_states"], strict=True
     ):
         variable.assign(np.asarray(value, variable.dtype))
-    _restore_seed(model, state["seed"])
     return state
 
 
@@ -470,17 +445,6 @@ def _build(model):
             model.build(encoder.input_shape)
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-
-
-def _restore_seed(model, seed):
-    """Give a model created with another (e.g. random) seed its checkpoint's seed."""
-    if seed is None or getattr(model, "seed", None) in (None, seed):
-        return
-    model.seed = seed
-    # The seed is a constant of the traced step functions: trace them again.
-    if getattr(model, "train_function", None) is not None:
-        model.make_train_function(force=True)
-    model.test_function = None
 
 
 def _seed_generator_states(model):

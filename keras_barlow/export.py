@@ -1,6 +1,6 @@
 """Export a pre-trained encoder as a SavedModel that TensorFlow Serving can serve.
 
-The exported graph carries its own preprocessing (`keras_barlow.augment.Preprocess`,
+The exported graph carries its own preprocessing (`keras_barlow.Preprocessing`,
 the evaluation transform), so clients send raw uint8 pixels or encoded JPEG/PNG
 bytes and receive float32 features. The layout is the one TF Serving watches:
 `export_dir/<version>/saved_model.pb` plus `variables/`.
@@ -25,7 +25,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from keras_barlow import _checks, augment, input_checks
+from keras_barlow import _checks, input_checks, preprocessing
 from keras_barlow.model import BarlowTwins
 
 IMAGES_SPEC = tf.TensorSpec((None, None, None, 3), tf.uint8, name="images")
@@ -44,7 +44,7 @@ def export_encoder(
     """Write the encoder, with its preprocessing, as a servable SavedModel.
 
     The images are resized and normalized inside the graph by
-    `keras_barlow.Preprocess(image_size, crop_fraction)`, the transform used in
+    `keras_barlow.Preprocessing(image_size, crop_fraction)`, the transform used in
     evaluation, and the encoder runs in inference mode. The features are float32
     whatever the dtype policy the model was trained with.
 
@@ -60,7 +60,7 @@ def export_encoder(
             `export_dir/<version>/`.
         image_size: int or `(height, width)` the encoder takes. Defaults to the
             encoder's input size, and must match it when both are known.
-        crop_fraction: see `keras_barlow.Preprocess` (1.0 resizes the shorter
+        crop_fraction: see `keras_barlow.Preprocessing` (1.0 resizes the shorter
             side to `image_size` and center-crops; 0.875 is the 256 -> 224
             ImageNet evaluation).
         version: positive int, the TF Serving model version.
@@ -84,7 +84,7 @@ def export_encoder(
     image_size = _resolve_image_size(encoder, image_size)
     version_dir = _version_dir(export_dir, version, overwrite)
     archive = _build_archive(
-        encoder, projector, augment.Preprocess(image_size, crop_fraction)
+        encoder, projector, preprocessing.Preprocessing(image_size, crop_fraction)
     )
 
     os.makedirs(export_dir, exist_ok=True)

@@ -12,6 +12,7 @@ static height and width.
 """
 
 import math
+import numbers
 
 from keras import ops
 
@@ -160,18 +161,35 @@ def sample_crop_boxes(seed, batch_size, height, width, scale, ratio, attempts=10
     `exp(U(log ratio))` are drawn per sample; the first that fits is used, else the
     whole image is cropped to the nearest allowed aspect ratio (centered).
 
+    The image size is either static (ints: every sample has it) or per sample
+    (float32 or int `(B,)` tensors: each sample's true size, e.g. of images padded
+    to a common canvas); the draws are the same numbers in both cases.
+
     Args:
         seed: int32 `(2,)` stateless seed.
         batch_size: int or scalar tensor.
-        height, width: ints, image size.
+        height, width: ints, or `(B,)` tensors of each sample's size.
         scale, ratio: `(min, max)` floats.
 
     Returns:
         `(top, left, box_height, box_width)`, float32 `(B,)` each, integer valued.
+
+    Example:
+
+    >>> sizes = ops.convert_to_tensor([[375.0, 500.0], [500.0, 375.0]])
+    >>> top, left, h, w = sample_crop_boxes(
+    ...     (1, 2), 2, sizes[:, 0], sizes[:, 1], (0.08, 1.0), (3 / 4, 4 / 3))
     """
     area_seed, ratio_seed, top_seed, left_seed = _backend.split(seed, 4)
     shape = (batch_size, attempts)
-    area = height * width * _backend.uniform(area_seed, shape, *scale)
+    static = _is_number(height) and _is_number(width)
+    if static:
+        sample_height, sample_width = height, width
+    else:
+        height = ops.cast(height, "float32")
+        width = ops.cast(width, "float32")
+        sample_height, sample_width = height[:, None], width[:, None]
+    area = sample_height * sample_width * _backend.uniform(area_seed, shape, *scale)
     log_ratio = _backend.uniform(
         ratio_seed, shape, math.log(ratio[0]), math.log(ratio[1])
     )
@@ -180,16 +198,23 @@ def sample_crop_boxes(seed, batch_size, height, width, scale, ratio, attempts=10
     box_height = ops.round(ops.sqrt(area / aspect))
     fits = (
         (box_width > 0)
-        & (box_width <= width)
+        & (box_width <= sample_width)
         & (box_height > 0)
-        & (box_height <= height)
+        & (box_height <= sample_height)
     )
     first_fit = ops.argmax(ops.cast(fits, "int32"), axis=1)[:, None]
     any_fit = ops.any(fits, axis=1)
     box_height = ops.take_along_axis(box_height, first_fit, axis=1)[:, 0]
     box_width = ops.take_along_axis(box_width, first_fit, axis=1)[:, 0]
 
-    fallback_height, fallback_width = _fallback_box(height, width, ratio)
+    if static:
+        fallback_height, fallback_width = _fallback_box(height, width, ratio)
+        fallback_top = float((height - fallback_height) // 2)
+        fallback_left = float((width - fallback_width) // 2)
+    else:
+        fallback_height, fallback_width = _fallback_boxes(height, width, ratio)
+        fallback_top = ops.floor((height - fallback_height) / 2.0)
+        fallback_left = ops.floor((width - fallback_width) / 2.0)
     box_height = ops.where(any_fit, box_height, fallback_height)
     box_width = ops.where(any_fit, box_width, fallback_width)
     top = ops.floor(
@@ -198,9 +223,13 @@ def sample_crop_boxes(seed, batch_size, height, width, scale, ratio, attempts=10
     left = ops.floor(
         _backend.uniform(left_seed, (batch_size,)) * (width - box_width + 1)
     )
-    top = ops.where(any_fit, top, float((height - fallback_height) // 2))
-    left = ops.where(any_fit, left, float((width - fallback_width) // 2))
+    top = ops.where(any_fit, top, fallback_top)
+    left = ops.where(any_fit, left, fallback_left)
     return top, left, box_height, box_width
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _fallback_box(height, width, ratio):
@@ -210,6 +239,16 @@ def _fallback_box(height, width, ratio):
     if in_ratio > max(ratio):
         return float(height), float(round(height * max(ratio)))
     return float(height), float(width)
+
+
+def _fallback_boxes(height, width, ratio):
+    """`_fallback_box` of float32 `(B,)` sizes: the whole image at the nearest ratio."""
+    in_ratio = width / height
+    too_tall = in_ratio < min(ratio)
+    too_wide = in_ratio > max(ratio)
+    box_height = ops.where(too_tall, ops.round(width / min(ratio)), height)
+    box_width = ops.where(too_wide, ops.round(height * max(ratio)), width)
+    return box_height, box_width
 
 
 def blend_at(images, order, position, factors):

@@ -108,15 +108,31 @@ def encoder_image_size(encoder):
     return tuple(shape[1:3])
 
 
+# The keys of the loaders' full-resolution batches (`keras_barlow.data`): images
+# padded to a common canvas and their true sizes, optionally with labels.
+FULL_RESOLUTION_KEYS = ("images", "image_sizes")
+
+
+def is_full_resolution_batch(data):
+    """Whether `data` is a dict `{"images", "image_sizes"[, "labels"]}`."""
+    return isinstance(data, dict) and set(data) - {"labels"} == set(
+        FULL_RESOLUTION_KEYS
+    )
+
+
 def first_images(data):
     """The images of a batch given to `fit`: the batch itself, or its first element.
 
     Args:
-        data: images, or a tuple `(images, labels, ...)` (Keras pads it with None).
+        data: images, a tuple `(images, labels, ...)` (Keras pads it with None),
+            or a full-resolution dict `{"images", "image_sizes"[, "labels"]}`.
 
     Raises:
-        ValueError: on a dict, or a tuple whose image-like element is not first.
+        ValueError: on any other dict, or a tuple whose image-like element is not
+            first.
     """
+    if is_full_resolution_batch(data):
+        return data["images"]
     if isinstance(data, dict):
         raise ValueError(
             "Expected batches of images or of (images, labels). Received a dict with "
@@ -150,8 +166,11 @@ def check_pixel_range(images):
         ValueError: on pixels outside [0, 255], NaN or Inf, or a batch scaled to
             [0, 1] already.
     """
+    # The dtype first: uint8 batches, on the host or a device, are not copied.
+    if not backend.is_float_dtype(backend.standardize_dtype(images.dtype)):
+        return
     images = np.asarray(images)
-    if not np.issubdtype(images.dtype, np.floating) or images.size == 0:
+    if images.size == 0:
         return
     smallest, largest = float(np.min(images)), float(np.max(images))
     if not _pixels_valid(smallest, largest, np.all(np.isfinite(images))):
@@ -403,6 +422,9 @@ def with_pixel_checks(x):
     """
     if is_tf_dataset(x):
         tf = sys.modules["tensorflow"]
+        spec = x.element_spec
+        if is_full_resolution_batch(spec) and spec["images"].dtype == tf.uint8:
+            return x  # the loaders' full-resolution batches: uint8, always in range
 
         def checked(*batch):
             images = tf.numpy_function(

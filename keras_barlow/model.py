@@ -171,7 +171,7 @@ class BarlowTwins(TrainStep, keras.Model):
                 "different one in each process. Pass seed=<int>, the same on every "
                 "worker."
             )
-        self.seed = random.randrange(2**31 - 1) if seed is None else int(seed)
+        self._seed = random.randrange(2**31 - 1) if seed is None else int(seed)
         # The augmentation seed and step count are state, saved with the weights:
         # a restored model draws on without retracing. The count is not the
         # optimizer's `iterations`, which a LossScaleOptimizer does not advance on
@@ -181,7 +181,7 @@ class BarlowTwins(TrainStep, keras.Model):
             self.augment_seed = self.add_weight(
                 shape=(),
                 dtype="int32",
-                initializer=keras.initializers.Constant(self.seed),
+                initializer=keras.initializers.Constant(self._seed),
                 trainable=False,
                 aggregation="only_first_replica",
                 name="augment_seed",
@@ -198,6 +198,21 @@ class BarlowTwins(TrainStep, keras.Model):
         self.on_diag_tracker = keras.metrics.Mean(name="on_diag")
         self.off_diag_tracker = keras.metrics.Mean(name="off_diag")
         self.std_tracker = keras.metrics.Mean(name="embedding_std")
+        encoder_shape = input_checks.encoder_input_shape(encoder)
+        if isinstance(encoder_shape, tuple) and len(encoder_shape) == 4:
+            # Built now, from the encoder's input: Keras would otherwise build
+            # the model from the first batch, whose images (before the crops) or
+            # view pairs are not what the encoder takes.
+            self.build(encoder_shape)
+            if self.augmenter is not None and not self.augmenter.built:
+                self.augmenter.build(encoder_shape)
+
+    @property
+    def seed(self):
+        """int, the augmentation seed: the value of `augment_seed` when augmenting."""
+        if self.augment_seed is None:
+            return self._seed
+        return int(ops.convert_to_numpy(self.augment_seed.value))
 
     @property
     def metrics(self):
@@ -209,13 +224,26 @@ class BarlowTwins(TrainStep, keras.Model):
         ]
 
     def build(self, input_shape):
+        if isinstance(input_shape, dict) and "images" in input_shape:
+            # A full-resolution batch (a canvas): the encoder sees the views.
+            input_shape = self.augmenter.compute_output_shape(input_shape["images"])[0]
         if not self.encoder.built:
             self.encoder.build(input_shape)
         if not self.projector.built:
             self.projector.build(self.encoder.compute_output_shape(input_shape))
 
     def call(self, images, training=None):
-        """Projector embeddings `(B, D)` of normalized float images `(B, H, W, 3)`."""
+        """Projector embeddings `(B, D)` of normalized float images `(B, H, W, 3)`.
+
+        A full-resolution batch `{"images", "image_sizes"[, "labels"]}` (Keras
+        builds the model by calling it on the first batch) is embedded as each
+        image's true region resized to the views' size.
+        """
+        if input_checks.is_full_resolution_batch(images):
+            size = self.augmenter.compute_output_shape(images["images"].shape)[0]
+            images = augment_lib.resized_true_regions(
+                images["images"], images["image_sizes"], size[1:3]
+            )
         return self.projector(
             self.encoder(images, training=training), training=training
         )
@@ -315,7 +343,9 @@ class BarlowTwins(TrainStep, keras.Model):
         """The two views of a batch as given to `fit`: see the class docstring.
 
         Args:
-            data: images, `(images, labels)`, or with `augmenter=None` `(x1, x2)`.
+            data: images, `(images, labels)`, a full-resolution dict
+                `{"images", "image_sizes"[, "labels"]}` (see `keras_barlow.data`),
+                or with `augmenter=None` `(x1, x2)`.
             seed: int32 `(2,)` stateless seed of the augmentation draws.
 
         Returns:
@@ -333,6 +363,9 @@ class BarlowTwins(TrainStep, keras.Model):
                 )
             return tuple(input_checks.validate_images(view) for view in views)
         images = input_checks.checked_pixel_range(input_checks.first_images(data))
+        if input_checks.is_full_resolution_batch(data):
+            # Images padded to a canvas: the crops come from each one's true size.
+            return self.augmenter(images, seed=seed, image_sizes=data["image_sizes"])
         return self.augmenter(images, seed=seed)
 
     def _step_seed(self, step):

@@ -9,7 +9,7 @@ TensorFlow), and writes FOLDER/jax.npz and FOLDER/trained.weights.h5:
   given per-sample parameters;
 * the losses of 3 LARS steps on ready views from the initial weights;
 * the encoder's features of uint8 images, after those steps (through
-  `keras_barlow.Preprocess`, the evaluation transform of the export).
+  `keras_barlow.Preprocessing`, the evaluation transform of the export).
 """
 
 import os
@@ -94,7 +94,7 @@ def transformed(inputs):
 
 
 def features(model, images):
-    preprocess = keras_barlow.Preprocess(SIZE)
+    preprocess = keras_barlow.Preprocessing(SIZE)
     return keras.ops.convert_to_numpy(model.encoder(preprocess(images), training=False))
 
 

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_barlow import augment
+from keras_barlow import augment, preprocessing
 
 pytestmark = pytest.mark.core
 
@@ -253,9 +253,7 @@ def test_normalize_uses_imagenet_statistics():
     expected = (images - np.array([0.485, 0.456, 0.406])) / np.array(
         [0.229, 0.224, 0.225]
     )
-    np.testing.assert_allclose(
-        as_numpy(augment.normalize(images)), expected, atol=1e-5
-    )
+    np.testing.assert_allclose(as_numpy(augment.normalize(images)), expected, atol=1e-5)
 
 
 # ---- one draw per sample, read back from the pixels ---------------------------------
@@ -545,15 +543,13 @@ def test_config_round_trip_gives_the_same_views():
 def test_preprocess_resizes_center_crops_and_normalizes():
     images = np.zeros((2, 40, 60, 3), np.uint8)
     images[:, :, 20:40] = 255  # a white vertical band in the middle third
-    out = as_numpy(augment.Preprocess(16, crop_fraction=0.8)(images))
+    out = as_numpy(preprocessing.Preprocessing(16, crop_fraction=0.8)(images))
     assert out.shape == (2, 16, 16, 3)
     unit = out * np.array([0.229, 0.224, 0.225]) + np.array([0.485, 0.456, 0.406])
     # Resized to 20 x 30 then center-cropped to 16: the band (cols 10-20) maps to 3-13.
     np.testing.assert_allclose(unit[:, 8, 5:11], 1.0, atol=1e-4)
     np.testing.assert_allclose(unit[:, 8, 0], 0.0, atol=1e-4)
-    same_size = as_numpy(
-        augment.Preprocess(40)(np.full((1, 40, 40, 3), 255, np.uint8))
-    )
+    same_size = as_numpy(preprocessing.Preprocessing(40)(np.full((1, 40, 40, 3), 255, np.uint8)))
     np.testing.assert_allclose(
         same_size[0, 0, 0],
         (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]),
@@ -588,7 +584,7 @@ def test_bad_images_raise_clear_errors(images, message):
         ),
         (lambda: augment.BarlowTwinsAugment(0), "Received: image_size=0"),
         (
-            lambda: augment.Preprocess((32, 32, 3)),
+            lambda: preprocessing.Preprocessing((32, 32, 3)),
             r"Received: image_size=\(32, 32, 3\)",
         ),
         (lambda: augment.RandomResizedCrop(8.5), "Received: size=8.5"),

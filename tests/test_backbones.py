@@ -12,6 +12,7 @@ pytestmark = pytest.mark.core
 def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
 
+
 # torchvision's parameter counts minus the 1000-class classifier (fc weight + bias),
 # and the CIFAR variant of ResNet-18: a 3x3 instead of a 7x7 stem convolution.
 TORCHVISION_PARAMETERS = {
@@ -248,8 +249,7 @@ def randomize_batch_norms(model, seed):
 def intermediate_outputs(model, names, images):
     probe = keras.Model(model.input, [model.get_layer(name).output for name in names])
     return [
-        to_numpy(output).astype(np.float64)
-        for output in probe(images, training=False)
+        to_numpy(output).astype(np.float64) for output in probe(images, training=False)
     ]
 
 
@@ -292,8 +292,7 @@ def test_zero_init_blocks_start_as_relu_of_their_shortcut():
     probe = keras.Model(model.input, [model.get_layer(name).output for name in names])
     images = np.random.default_rng(4).normal(size=(4, 32, 32, 3)).astype(np.float32)
     outputs = [
-        to_numpy(output).astype(np.float64)
-        for output in probe(images, training=True)
+        to_numpy(output).astype(np.float64) for output in probe(images, training=True)
     ]
     blocks = zip(names[1:], outputs[:-1], outputs[1:], strict=True)
     for name, block_input, block_output in blocks:

@@ -632,7 +632,9 @@ def test_from_tfds_grayscale_becomes_rgb_and_resizes(tfds):
             data.from_tfds("mnist", "test", batch_size=6, training=False)
         )
         resized, _ = _collect(
-            data.from_tfds("mnist", "test", image_size=(8, 8), batch_size=3)
+            data.from_tfds(
+                "mnist", "test", image_size=(8, 8), batch_size=3, full_resolution=False
+            )
         )
         with pytest.raises(ValueError, match="has no feature 'caption'"):
             data.from_tfds("mnist", "test", label_key="caption")

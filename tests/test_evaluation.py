@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_barlow import augment, evaluation, metrics
+from keras_barlow import augment, evaluation, metrics, preprocessing
 
 
 def numpy_weighted_knn(
@@ -177,7 +177,7 @@ def test_linear_probe_on_a_frozen_encoder_of_tiny_images():
 def test_linear_probe_on_ready_inputs_trains_and_tests_on_the_same_inputs():
     rng = np.random.default_rng(7)
     images, labels = colored_images(rng, 64)
-    ready = augment.Preprocess(16)(images).numpy()  # normalized: preprocess=None
+    ready = preprocessing.Preprocessing(16)(images).numpy()  # normalized: preprocess=None
     data = tf.data.Dataset.from_tensor_slices((ready, labels)).batch(32)
     result = evaluation.linear_probe(
         tiny_encoder(), data, data, epochs=1, preprocess=None
@@ -272,7 +272,7 @@ def test_a_saved_probe_loads_and_predicts_as_before(tmp_path):
     ):
         np.testing.assert_array_equal(saved.numpy(), restored.numpy())
     assert isinstance(loaded.train_transform, evaluation.CropAndFlip)
-    assert isinstance(loaded.test_transform, augment.Preprocess)
+    assert isinstance(loaded.test_transform, preprocessing.Preprocessing)
     np.testing.assert_allclose(
         loaded.predict(images, verbose=0),
         classifier.predict(images, verbose=0),

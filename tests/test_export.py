@@ -56,7 +56,7 @@ def trained_model():
 
 
 def in_memory_features(model, images):
-    preprocessed = keras_barlow.Preprocess(IMAGE_SIZE)(images)
+    preprocessed = keras_barlow.Preprocessing(IMAGE_SIZE)(images)
     features = model.encoder(preprocessed, training=False)
     embeddings = model.projector(features, training=False)
     return features.numpy(), embeddings.numpy()
@@ -204,7 +204,7 @@ def test_features_are_float32_under_mixed_precision(tmp_path):
         keras.mixed_precision.set_global_policy("float32")
     reference = tiny_encoder()
     reference.set_weights(encoder.get_weights())
-    expected = reference(keras_barlow.Preprocess(IMAGE_SIZE)(images)).numpy()
+    expected = reference(keras_barlow.Preprocessing(IMAGE_SIZE)(images)).numpy()
 
     served = tf.saved_model.load(export.export_encoder(encoder, tmp_path))
     features = served.signatures["serving_default"](images=tf.constant(images))
@@ -222,7 +222,7 @@ def test_keras_file_round_trip_continues_training(trained_model, tmp_path):
     assert isinstance(loaded, keras_barlow.BarlowTwins)
     assert loaded.seed == trained_model.seed
     images = random_images(7, (4, IMAGE_SIZE, IMAGE_SIZE, 3))
-    views = keras_barlow.Preprocess(IMAGE_SIZE)(images)
+    views = keras_barlow.Preprocessing(IMAGE_SIZE)(images)
     np.testing.assert_array_equal(
         loaded.predict(views, verbose=0), trained_model.predict(views, verbose=0)
     )

@@ -289,3 +289,22 @@ def test_host_pixel_check_matches_the_rule():
     input_checks.check_pixel_range(np.full((2, 4, 4, 3), 255, np.uint8))
     with pytest.raises(ValueError, match="from -1.0 to"):
         input_checks.check_pixel_range(np.full((2, 4, 4, 3), -1.0, np.float32))
+
+
+def test_fit_on_images_larger_than_the_encoder_input_and_on_unbuilt_pairs():
+    # The model is built from the encoder's input at construction: Keras would
+    # otherwise build it from the first batch, whose images are not the views.
+    encoder = keras_barlow.backbones.convnet((32, 32, 3), width=4)
+    model = keras_barlow.BarlowTwins(encoder, projector_dims=(16,), augmenter="cifar")
+    model.compile(optimizer="sgd")
+    images = uint8_images(8)
+    larger = np.pad(images, ((0, 0), (14, 14), (14, 14), (0, 0)))  # 36 x 36
+    assert larger.shape[1:3] == (36, 36)
+    history = model.fit(larger, batch_size=4, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+    encoder = keras_barlow.backbones.convnet((SIZE, SIZE, 3), width=4)
+    ready = keras_barlow.BarlowTwins(encoder, projector_dims=(16,), augmenter=None)
+    ready.compile(optimizer="sgd")
+    history = ready.fit(view_pairs(8), batch_size=4, verbose=0)  # x=(x1, x2)
+    assert np.isfinite(history.history["loss"][0])

@@ -11,8 +11,11 @@ listed in `NOT_RUN` with the reason. Every snippet is also parsed, and every
 
 import ast
 import inspect
+import os
 import pathlib
 import re
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -129,6 +132,8 @@ NOT_RUN = {
     "and `optimizer=...` is for the reader to fill in",
     "evaluation.fine_tune(": "its datasets are named in the prose only",
     "keras_barlow.KNNMonitor(": "its datasets are named in the prose only",
+    'os.environ["KERAS_BACKEND"] = "jax"': "it runs on the JAX backend, in a process "
+    "of its own (test_the_jax_snippet_runs_on_jax)",
 }
 # A line of the snippet -> the names its prose defines, made here.
 PROSE_NAMES = {
@@ -199,3 +204,20 @@ def test_every_snippet_is_run_or_has_a_reason_not_to_be():
     snippets = python_snippets()
     for marker in [*NOT_RUN, *PROSE_NAMES]:
         assert sum(marker in snippet for snippet in snippets) == 1, marker
+
+
+def test_the_jax_snippet_runs_on_jax(tmp_path):
+    pytest.importorskip("jax")
+    (snippet,) = [s for s in python_snippets() if 'KERAS_BACKEND"] = "jax"' in s]
+    code = "from keras_barlow import backbones\n" + substituted(snippet, set())
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "barlow.weights.h5").exists()

@@ -14,6 +14,17 @@ batch; evaluation datasets keep every image in file order. Images of another
 size are resized to `image_size` (bilinear, antialiased), then rounded back to
 uint8; grayscale images become RGB and alpha channels are dropped.
 
+Large images, full resolution. Training images larger than `image_size` (the
+first image decides; `full_resolution=True/False` overrides) are not resized
+to it: each keeps its own pixels (shrunk only when its longer side exceeds
+`max_side`, 512 by default), padded at the bottom and right to a square canvas,
+and the batches are dicts `{"images": uint8 (B, C, C, 3), "image_sizes": int32
+(B, 2), "labels": int32 (B,)}` that `BarlowTwins.fit` takes as they are. The
+model then draws each view's crop on the image's true size and resamples it
+from the original pixels, as torchvision's `RandomResizedCrop` does, instead of
+from a copy already shrunk to `image_size`. Evaluation data (`training=False`)
+are resized to `image_size` as before.
+
 Epochs keyed by their number (exact resumption). By default a training dataset
 reshuffles at every pass, so the order of an epoch depends on how many passes
 the process has made: a run restarted from a checkpoint sees other batches than

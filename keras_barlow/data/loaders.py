@@ -58,12 +58,15 @@ def from_image_folder(
         with_info: also return a `DatasetInfo`.
         **options: the `Options` of every loader (`image_size`, `batch_size`,
             `training`, `seed`, `subset`, `val_fraction`, `limit_images`, `epochs`,
-            ...). `image_size=None` takes the size of the first image.
+            `full_resolution`, `max_side`, ...). `image_size=None` takes the size
+            of the first image.
 
     Returns:
         `tf.data.Dataset` of `(images, labels)`: uint8 `(B, H, W, 3)` and int32
         `(B,)` (images only with `labels=None`); with `with_info`,
-        `(dataset, DatasetInfo)`.
+        `(dataset, DatasetInfo)`. Training images larger than `image_size` (the
+        first image decides) come at full resolution instead, as dicts
+        `{"images", "image_sizes"[, "labels"]}` (see `Options.full_resolution`).
 
     Raises:
         FileNotFoundError: `path` does not exist.
@@ -102,9 +105,15 @@ def from_image_folder(
             paths, label_array, validate, on_corrupt, root
         )
     options_lib.check_count(len(paths), options, root)
+
+    def first_image_size():
+        return tuple(pipeline.decode(tf.io.read_file(paths[0])).shape[:2])
+
     if options.image_size is None:
-        size = tuple(pipeline.decode(tf.io.read_file(paths[0])).shape[:2])
-        options = dataclasses.replace(options, image_size=size)
+        options = dataclasses.replace(options, image_size=first_image_size())
+    options, yielded_size = options_lib.resolve_full_resolution(
+        options, first_image_size
+    )
 
     def read(file_path, label=None):
         image = pipeline.decode(tf.io.read_file(file_path))
@@ -122,8 +131,9 @@ def from_image_folder(
         class_names=names,
         num_images=len(paths),
         steps_per_epoch=steps,
-        image_size=options.image_size,
+        image_size=yielded_size,
         file_paths=[str(file_path) for file_path in paths],
+        full_resolution=options.full_resolution,
     )
     return options_lib.loader_result(dataset, info, with_info)
 
@@ -157,6 +167,13 @@ def from_numpy(images, labels=None, *, with_info=False, **options):
     images = _check_numpy_images(images)
     label_array = _check_numpy_labels(labels, len(images))
     options = options_lib.Options(**options)
+    if options.full_resolution:
+        raise ValueError(
+            "from_numpy does not take full_resolution=True: arrays all have one "
+            "size. Pass image_size=None to keep it, and the model crops from the "
+            "whole array. Received: full_resolution=True"
+        )
+    options = dataclasses.replace(options, full_resolution=False)
 
     strata = np.zeros(len(images), np.int32) if label_array is None else label_array
     indices = _selected_indices(strata, options)

@@ -55,6 +55,20 @@ class Options:
         steps_per_epoch: batches per epoch (with `epochs`), at most and by
             default `images // batch_size`; each epoch uses the first ones of its
             order.
+        full_resolution: `None` (decided from the first image), `True` or
+            `False`. Training images larger than `image_size` are then not
+            resized to it: each keeps its own size (shrunk, antialiased, only
+            when its longer side exceeds `max_side`), padded at the bottom and
+            right to a square canvas of side `max(max_side, *image_size)`, in
+            batches `{"images": uint8 (B, C, C, 3), "image_sizes": int32 (B, 2),
+            "labels": int32 (B,)}` (true height and width; labels where there
+            are labels). `BarlowTwins` cuts each view's crop out of the true
+            region, as torchvision's `RandomResizedCrop` cuts it from the decoded
+            image, instead of out of a copy already shrunk to `image_size`.
+            Evaluation data (`training=False`) are always resized to
+            `image_size`. Image folders and TFDS only.
+        max_side: the longest side a full-resolution image keeps, 512 by
+            default (ImageNet's typical 500 x 375 images keep every pixel).
     """
 
     image_size: object = None
@@ -72,9 +86,13 @@ class Options:
     epochs: int | None = None
     initial_epoch: int = 0
     steps_per_epoch: int | None = None
+    full_resolution: bool | None = None
+    max_side: int = 512
 
     def __post_init__(self):
         resolved = {}
+        checks.choice("full_resolution", self.full_resolution, (None, True, False))
+        checks.positive_int("max_side", self.max_side)
         if self.image_size is not None:
             resolved["image_size"] = checks.image_size("image_size", self.image_size)
         checks.positive_int("batch_size", self.batch_size)
@@ -90,6 +108,12 @@ class Options:
         if self.split_seed is None:
             resolved["split_seed"] = self.seed
         _check_epochs(self.epochs, self.initial_epoch, self.steps_per_epoch, training)
+        if self.full_resolution and not training:
+            raise ValueError(
+                "`full_resolution=True` is for training data (the crops are cut in "
+                "the model); evaluation data are resized to `image_size`. "
+                "Received: full_resolution=True, training=False"
+            )
         for name, value in resolved.items():
             object.__setattr__(self, name, value)
 
@@ -105,9 +129,12 @@ class DatasetInfo:
         num_images: images selected, or `None` when the source does not say.
         steps_per_epoch: full batches per epoch, for `fit`; `None` when
             `training=False` or the number of images is unknown.
-        image_size: `(height, width)` of the images yielded.
+        image_size: `(height, width)` of the images yielded (with
+            `full_resolution`, of the canvas).
         file_paths: image files in the order of an unshuffled pass (folders
             only), or `None`.
+        full_resolution: whether batches are full-resolution dicts
+            `{"images", "image_sizes"[, "labels"]}` (see `Options`).
     """
 
     class_names: list | None
@@ -115,6 +142,37 @@ class DatasetInfo:
     steps_per_epoch: int | None
     image_size: tuple
     file_paths: list | None = dataclasses.field(default=None, repr=False)
+    full_resolution: bool = False
+
+
+def resolve_full_resolution(options, first_image_size):
+    """`options` with `full_resolution` decided (a bool) and the canvas size.
+
+    Args:
+        options: the loader's `Options`.
+        first_image_size: a callable returning `(height, width)` of the first
+            image; called only when the decision needs it.
+
+    Returns:
+        `(options, image_size)`: `image_size` is the `(height, width)` of the
+        images yielded (the canvas when full resolution).
+    """
+    full = options.full_resolution
+    if full is None:
+        full = False
+        if options.training and options.image_size is not None:
+            height, width = first_image_size()
+            full = height > options.image_size[0] or width > options.image_size[1]
+    options = dataclasses.replace(options, full_resolution=full)
+    if not full:
+        return options, options.image_size
+    side = canvas_side(options)
+    return options, (side, side)
+
+
+def canvas_side(options):
+    """The side of the square canvas of full-resolution images."""
+    return max(options.max_side, *(options.image_size or ()))
 
 
 def full_batches_per_epoch(count, options):

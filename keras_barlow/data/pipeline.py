@@ -2,6 +2,8 @@
 
 import tensorflow as tf
 
+from keras_barlow.data import options as options_lib
+
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -19,12 +21,22 @@ def build_batches(ordered, read, options, *, read_batches=False, skip_errors=Fal
         skip_errors: leave out the elements whose reading fails (a warning each).
 
     Returns:
-        The batched, prefetched `tf.data.Dataset`.
+        The batched, prefetched `tf.data.Dataset`; with `options.full_resolution`
+        (one image per element, not `read_batches`), of dicts
+        `{"images", "image_sizes"[, "labels"]}` (see `to_canvas`).
     """
+    if options.full_resolution and read_batches:
+        raise ValueError("Full-resolution batches are read one image at a time.")
 
     def load(*element):
         loaded = read(*element)
         images, labels = loaded if isinstance(loaded, tuple) else (loaded, None)
+        if options.full_resolution:
+            canvas, size = to_canvas(to_rgb(images), options_lib.canvas_side(options))
+            batch = {"images": canvas, "image_sizes": size}
+            if labels is not None:
+                batch["labels"] = tf.cast(labels, tf.int32)
+            return batch
         images = resize(to_rgb(images), options)
         return images if labels is None else (images, tf.cast(labels, tf.int32))
 
@@ -116,6 +128,31 @@ def resize(images, options):
     same = tf.reduce_all(tf.shape(images)[-3:-1] == tf.constant(size))
     result = tf.cond(same, lambda: images, resized)
     return tf.ensure_shape(result, images.shape[:-3].concatenate((*size, 3)))
+
+
+def to_canvas(image, side):
+    """uint8 `(H, W, 3)` -> `(side, side, 3)` canvas and its int32 `(2,)` true size.
+
+    The image keeps its pixels, unless its longer side exceeds `side`: it is then
+    shrunk (bicubic, antialiased, PIL's filter) to a longer side of `side`. It is
+    placed at the top left, the rest is zeros. Cropping then happens in the
+    model, on the true region (`RandomResizedCrop(image_sizes=...)`).
+    """
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    longer = tf.maximum(height, width)
+
+    def shrunk():
+        scale = side / tf.cast(longer, tf.float32)
+        new_size = _round_int(tf.cast(tf.stack([height, width]), tf.float32) * scale)
+        new_size = tf.minimum(new_size, side)
+        result = tf.image.resize(image, new_size, method="bicubic", antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(result), 0.0, 255.0), tf.uint8)
+
+    image = tf.cond(longer > side, shrunk, lambda: image)
+    size = tf.shape(image)[:2]
+    canvas = tf.image.pad_to_bounding_box(image, 0, 0, side, side)
+    return tf.ensure_shape(canvas, (side, side, 3)), tf.cast(size, tf.int32)
 
 
 def _center_crop_to_aspect(images, size):

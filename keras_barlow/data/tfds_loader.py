@@ -63,6 +63,9 @@ def from_tfds(
     Returns:
         `tf.data.Dataset` of `(images, labels)`: uint8 `(B, H, W, 3)` and int32
         `(B,)`, or of images only; with `with_info`, `(dataset, DatasetInfo)`.
+        Training images larger than `image_size` (the first image decides) come
+        at full resolution instead, as dicts `{"images", "image_sizes"[,
+        "labels"]}` (see `Options.full_resolution`).
 
     Raises:
         ConnectionError: the dataset is missing and cannot be downloaded.
@@ -98,6 +101,16 @@ def from_tfds(
         size = _fixed_tfds_image_size(name, image_feature)
         options = dataclasses.replace(options, image_size=size)
 
+    def first_image_size():
+        height, width = image_feature.shape[:2]
+        if height is None or width is None:
+            height, width = next(iter(dataset.take(1)))[image_key].shape[:2]
+        return int(height), int(width)
+
+    options, yielded_size = options_lib.resolve_full_resolution(
+        options, first_image_size
+    )
+
     count = int(dataset.cardinality())
     if label_key is None:
         dataset = dataset.map(lambda example: example[image_key])
@@ -118,7 +131,8 @@ def from_tfds(
         class_names=getattr(label_feature, "names", None),  # a ClassLabel has names
         num_images=count,
         steps_per_epoch=options_lib.full_batches_per_epoch(count, options),
-        image_size=options.image_size,
+        image_size=yielded_size,
+        full_resolution=options.full_resolution,
     )
     return options_lib.loader_result(dataset, dataset_info, with_info)
 

@@ -22,9 +22,9 @@ Images and preprocessing: datasets yield uint8 or float images in [0, 255], as
 for `BarlowTwins.fit`, and the evaluation transform turns them into the encoder's
 input (normalized float images). Every function takes `preprocess`:
 
-* `"auto"` (the default): `keras_barlow.Preprocess(image_size)`, the encoder's input
+* `"auto"` (the default): `keras_barlow.Preprocessing(image_size)`, the encoder's input
   size, no crop (the CIFAR case: normalization only);
-* a layer or callable, e.g. `keras_barlow.Preprocess(224, crop_fraction=0.875)` for
+* a layer or callable, e.g. `keras_barlow.Preprocessing(224, crop_fraction=0.875)` for
   the ImageNet resize-256 / center-crop-224 transform;
 * `None`: the images are already preprocessed and go to the encoder unchanged.
 

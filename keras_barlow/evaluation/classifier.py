@@ -193,7 +193,7 @@ def _serialized_transform(transform, name):
             f"The {name} transform of this Classifier is a "
             f"{type(transform).__name__}, which cannot be saved. To save the "
             "classifier, make its transforms Keras layers (e.g. "
-            "keras_barlow.augment.Preprocess or keras_barlow.evaluation.CropAndFlip),"
+            "keras_barlow.Preprocessing or keras_barlow.evaluation.CropAndFlip),"
             " or save its weights with `save_weights`."
         )
     return keras.saving.serialize_keras_object(transform)

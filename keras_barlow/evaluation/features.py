@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_barlow import augment, input_checks
+from keras_barlow import input_checks, preprocessing
 
 
 def extract_features(encoder, dataset, preprocess="auto", batch_size=256):
@@ -86,7 +86,7 @@ def resolve_preprocess(encoder, preprocess="auto"):
                 "`preprocess` must be 'auto', a callable or None. "
                 f"Received: preprocess={preprocess!r}"
             )
-        return augment.Preprocess(encoder_image_size(encoder))
+        return preprocessing.Preprocessing(encoder_image_size(encoder))
     if not callable(preprocess):
         raise TypeError(
             f"`preprocess` must be 'auto', a callable or None. Received: {preprocess!r}"
@@ -101,7 +101,7 @@ def encoder_image_size(encoder):
         raise ValueError(
             "preprocess='auto' needs the encoder's input size, but the encoder has "
             "no fixed (height, width) input. Pass "
-            "`preprocess=keras_barlow.Preprocess(image_size)` (or `None` for "
+            "`preprocess=keras_barlow.Preprocessing(image_size)` (or `None` for "
             "images that are already normalized)."
         )
     return size
