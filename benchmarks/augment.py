@@ -19,7 +19,7 @@ from _common import device_name, emit, log, new_parser, summary, time_interleave
 
 import tensorflow as tf
 
-from keras_barlow import augment
+from keras_barlow import augment, image_ops
 
 SEED = tf.constant([1, 2], tf.int32)
 
@@ -87,8 +87,8 @@ def two_view_runs(layer, images, jit_options):
 def stage_runs(layer, images):
     """One timed run per random layer of view 1, fed with the input it sees there."""
     runs = {}
-    current = augment.to_unit_range(images)
-    stages = [*layer.views[0], augment.normalize]
+    current = image_ops.to_unit_range(images)
+    stages = [*layer.views[0], image_ops.normalize]
     for index, stage in enumerate(stages):
         name = getattr(stage, "name", None) or stage.__name__
         if isinstance(stage, augment.RandomLayer):

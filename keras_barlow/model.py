@@ -224,7 +224,7 @@ class BarlowTwins(TrainStep, keras.Model):
         ]
 
     def build(self, input_shape):
-        if isinstance(input_shape, dict) and "images" in input_shape:
+        if input_checks.is_full_resolution_batch(input_shape):
             # A full-resolution batch (a canvas): the encoder sees the views.
             input_shape = self.augmenter.compute_output_shape(input_shape["images"])[0]
         if not self.encoder.built:

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_barlow import augment, preprocessing
+from keras_barlow import augment, image_ops, preprocessing
 
 pytestmark = pytest.mark.core
 
@@ -52,7 +52,7 @@ def test_solarize_probability_and_threshold():
     solarized = np.isclose(out[:, 0, 0, 0], 0.2)
     assert np.all(solarized | np.isclose(out[:, 0, 0, 0], 0.8))
     assert within_three_sigma(solarized.mean(), 0.2, 2000), solarized.mean()
-    below = as_numpy(augment.solarize(np.array([0.49, 0.5, 0.51], np.float32)))
+    below = as_numpy(image_ops.solarize(np.array([0.49, 0.5, 0.51], np.float32)))
     np.testing.assert_allclose(below, [0.49, 0.5, 0.49], atol=1e-6)
 
 
@@ -92,7 +92,7 @@ def test_color_jitter_probability():
 def test_hue_matches_colorsys():
     images = random_images(2, size=3, seed=2)
     delta = np.array([0.1, -0.07], np.float32)
-    got = as_numpy(augment.adjust_hue(images, delta))
+    got = as_numpy(image_ops.adjust_hue(images, delta))
     for b in range(2):
         pixels = zip(images[b].reshape(-1, 3), got[b].reshape(-1, 3), strict=True)
         for pixel, result in pixels:
@@ -116,14 +116,14 @@ def test_resized_crop_matches_pil_bicubic():
     image = np.round(255 * smooth / smooth.max()).astype(np.uint8)
     top, left, height, width = 5.0, 7.0, 30.0, 36.0
     for size in (12, 56):  # downscaling (antialiased) and upscaling
-        rows = augment.resize_matrices(
+        rows = image_ops.resize_matrices(
             40, size, np.array([top], np.float32), np.array([height], np.float32)
         )
-        cols = augment.resize_matrices(
+        cols = image_ops.resize_matrices(
             48, size, np.array([left], np.float32), np.array([width], np.float32)
         )
         ours = as_numpy(
-            augment.apply_separable(image[None].astype(np.float32), rows, cols)
+            image_ops.apply_separable(image[None].astype(np.float32), rows, cols)
         )[0]
         box = (int(left), int(top), int(left + width), int(top + height))
         reference = np.asarray(
@@ -135,7 +135,7 @@ def test_resized_crop_matches_pil_bicubic():
 def test_crop_boxes_follow_scale_and_ratio():
     top, left, height, width = [
         as_numpy(t)
-        for t in augment.sample_crop_boxes(
+        for t in image_ops.sample_crop_boxes(
             SEED, 4000, 64, 48, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
         )
     ]
@@ -153,7 +153,7 @@ def test_crop_falls_back_to_a_centered_box_when_nothing_fits():
     # A very wide image: a box with ratio <= 4/3 and area >= 90% cannot fit.
     top, left, height, width = [
         float(t[0])
-        for t in augment.sample_crop_boxes(
+        for t in image_ops.sample_crop_boxes(
             SEED, 1, 10, 100, scale=(0.9, 1.0), ratio=(3 / 4, 4 / 3)
         )
     ]
@@ -253,7 +253,9 @@ def test_normalize_uses_imagenet_statistics():
     expected = (images - np.array([0.485, 0.456, 0.406])) / np.array(
         [0.229, 0.224, 0.225]
     )
-    np.testing.assert_allclose(as_numpy(augment.normalize(images)), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        as_numpy(image_ops.normalize(images)), expected, atol=1e-5
+    )
 
 
 # ---- one draw per sample, read back from the pixels ---------------------------------
@@ -549,7 +551,9 @@ def test_preprocess_resizes_center_crops_and_normalizes():
     # Resized to 20 x 30 then center-cropped to 16: the band (cols 10-20) maps to 3-13.
     np.testing.assert_allclose(unit[:, 8, 5:11], 1.0, atol=1e-4)
     np.testing.assert_allclose(unit[:, 8, 0], 0.0, atol=1e-4)
-    same_size = as_numpy(preprocessing.Preprocessing(40)(np.full((1, 40, 40, 3), 255, np.uint8)))
+    same_size = as_numpy(
+        preprocessing.Preprocessing(40)(np.full((1, 40, 40, 3), 255, np.uint8))
+    )
     np.testing.assert_allclose(
         same_size[0, 0, 0],
         (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]),

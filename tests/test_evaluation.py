@@ -177,7 +177,9 @@ def test_linear_probe_on_a_frozen_encoder_of_tiny_images():
 def test_linear_probe_on_ready_inputs_trains_and_tests_on_the_same_inputs():
     rng = np.random.default_rng(7)
     images, labels = colored_images(rng, 64)
-    ready = preprocessing.Preprocessing(16)(images).numpy()  # normalized: preprocess=None
+    ready = preprocessing.Preprocessing(16)(
+        images
+    ).numpy()  # normalized: preprocess=None
     data = tf.data.Dataset.from_tensor_slices((ready, labels)).batch(32)
     result = evaluation.linear_probe(
         tiny_encoder(), data, data, epochs=1, preprocess=None

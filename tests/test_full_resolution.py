@@ -57,10 +57,10 @@ def torchvision_box(rng, height, width, scale=SCALE, ratio=RATIO):
 
 def box_statistics(boxes, height, width):
     """Per-box values whose means are compared: area, ratio, position, fallback."""
-    top, left, box_height, box_width = (boxes[:, k].astype(np.float64) for k in range(4))
-    _, _, fallback_height, fallback_width = torchvision_box(
-        _NeverFits(), height, width
+    top, left, box_height, box_width = (
+        boxes[:, k].astype(np.float64) for k in range(4)
     )
+    _, _, fallback_height, fallback_width = torchvision_box(_NeverFits(), height, width)
     return {
         "relative area": box_height * box_width / (height * width),
         "log aspect ratio": np.log(box_width / box_height),
@@ -150,6 +150,31 @@ def test_per_sample_sizes_draw_what_a_static_size_draws():
             np.testing.assert_array_equal(as_numpy(a), as_numpy(b))
 
 
+# Boxes that `sample_crop_boxes` drew on TensorFlow before per-sample sizes existed
+# (commit 2f203fe), 6 samples each: (seed, (height, width)) -> top, left, h, w.
+TENSORFLOW_DRAWS_BEFORE = {
+    ((3, 7), (64, 48)): [
+        [30, 3, 4, 17, 28, 7],
+        [19, 0, 1, 7, 8, 10],
+        [20, 57, 44, 28, 24, 42],
+        [18, 48, 43, 32, 21, 33],
+    ],
+    ((0, 1), (10, 100)): [[0] * 6, [43] * 6, [10] * 6, [13] * 6],  # the fallback
+}
+
+
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("key", list(TENSORFLOW_DRAWS_BEFORE))
+def test_tensorflow_draws_are_unchanged_for_a_given_seed(key):
+    seed, (height, width) = key
+    seed = np.array(seed, np.int32)
+    per_sample = (np.full(6, height, np.float32), np.full(6, width, np.float32))
+    for size in ((height, width), per_sample):
+        boxes = image_ops.sample_crop_boxes(seed, 6, *size, SCALE, RATIO)
+        drawn = [as_numpy(t).astype(int).tolist() for t in boxes]
+        assert drawn == TENSORFLOW_DRAWS_BEFORE[key]
+
+
 # ----------------------------------------------------------------------------------
 # The pixels: resampled from the original inside its true region, never the padding.
 
@@ -205,6 +230,24 @@ def test_view_equals_pil_crop_resize_of_the_original_on_a_padded_canvas(size):
         )
         errors.append(np.abs(view * 255.0 - reference).max())
     assert max(errors) <= 2.0, errors
+
+
+@pytest.mark.core
+def test_model_embeds_a_dict_batch_as_its_true_regions_resized():
+    # What Keras builds the model on: each true region resized, as PIL resizes it.
+    pil = pytest.importorskip("PIL.Image")
+    shapes = [(60, 40), (40, 60), (100, 20), (16, 16)]
+    canvas = np.full((len(shapes), 100, 100, 3), 255, np.uint8)
+    originals = [textured_image(h, w, seed) for seed, (h, w) in enumerate(shapes)]
+    for index, image in enumerate(originals):
+        canvas[index, : image.shape[0], : image.shape[1]] = image
+    resized = augment.resized_true_regions(canvas, np.array(shapes), (24, 24))
+    mean = np.asarray(image_ops.IMAGENET_MEAN)
+    std = np.asarray(image_ops.IMAGENET_STD)
+    pixels = (as_numpy(resized).astype(np.float64) * std + mean) * 255.0
+    for ours, image in zip(pixels, originals, strict=True):
+        reference = np.asarray(pil.fromarray(image).resize((24, 24), pil.BICUBIC))
+        assert np.abs(ours - reference).max() <= 2.0
 
 
 @pytest.mark.core
@@ -321,7 +364,9 @@ def test_small_images_and_evaluation_data_keep_todays_path(large_folder, tmp_pat
         assert a[0].shape == (2, 32, 32, 3)
         np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
     with pytest.raises(ValueError, match="full_resolution=True, training=False"):
-        data.from_image_folder(root, image_size=32, training=False, full_resolution=True)
+        data.from_image_folder(
+            root, image_size=32, training=False, full_resolution=True
+        )
     with pytest.raises(ValueError, match="from_numpy does not take full_resolution"):
         data.from_numpy(np.zeros((4, 8, 8, 3), np.uint8), full_resolution=True)
 
@@ -339,11 +384,28 @@ def test_tfds_training_data_come_at_full_resolution(tfds):
             "mnist", "test", image_size=8, batch_size=3, training=False
         )
         assert evaluation.element_spec[0].shape == (None, 8, 8, 3)
+        # Images of varying sizes (the feature's shape is (None, None, 3)): the
+        # first image decides, each keeps its own size.
+        flowers, flowers_info = data.from_tfds(
+            "tf_flowers",
+            "train",
+            image_size=16,
+            batch_size=3,
+            max_side=64,
+            with_info=True,
+        )
+        flower_images, flower_sizes = _by_size(list(flowers.as_numpy_iterator()))
     assert info.full_resolution and info.image_size == (32, 32)
     images, sizes = _by_size(batches)
     assert images.shape == (6, 32, 32, 3) and np.all(sizes == 28)
     assert not images[:, 28:].any() and not images[:, :, 28:].any()
     np.testing.assert_array_equal(images[..., 0], images[..., 2])  # gray made RGB
+
+    assert flowers_info.full_resolution and flower_images.shape == (6, 64, 64, 3)
+    assert len({tuple(size) for size in flower_sizes}) > 1
+    assert np.all((flower_sizes >= 1) & (flower_sizes <= 64))
+    for image, (height, width) in zip(flower_images, flower_sizes, strict=True):
+        assert not image[height:].any() and not image[:, width:].any()
 
 
 # ----------------------------------------------------------------------------------
@@ -406,6 +468,7 @@ def test_small_crops_of_a_fine_checkerboard_keep_their_contrast(tmp_path):
         assert isinstance(batch, dict) == (full_resolution is None)
         views = model.make_views(batch, seed)
         contrast[name] = np.mean([_gray_contrast(view) for view in views])
+    # Measured: about 0.72 at full resolution, 0.12 resized first.
     print("checkerboard contrast kept:", contrast)
     assert contrast["full resolution"] > 0.5, contrast
     assert contrast["resized first"] < 0.2, contrast
@@ -462,7 +525,9 @@ def test_first_images_still_refuses_other_dicts():
     from keras_barlow import input_checks
 
     batch = {"images": np.zeros((2, 4, 4, 3)), "image_sizes": np.zeros((2, 2))}
-    assert input_checks.first_images({**batch, "labels": np.zeros(2)}) is batch["images"]
+    assert (
+        input_checks.first_images({**batch, "labels": np.zeros(2)}) is batch["images"]
+    )
     with pytest.raises(ValueError, match="Received a dict with keys"):
         input_checks.first_images({"image": np.zeros((2, 4, 4, 3))})
     with pytest.raises(ValueError, match="Received a dict with keys"):

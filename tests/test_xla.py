@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 import keras_barlow
-from keras_barlow import augment
+from keras_barlow import image_ops
 
 IMAGE_SIZE = 16
 
@@ -64,9 +64,9 @@ class FixedViews(keras.layers.Layer):
     """
 
     def call(self, images, seed=None):
-        unit = augment.to_unit_range(images)
-        flipped = augment.solarize(tf.reverse(unit, axis=[2]))
-        return augment.normalize(unit), augment.normalize(flipped)
+        unit = image_ops.to_unit_range(images)
+        flipped = image_ops.solarize(tf.reverse(unit, axis=[2]))
+        return image_ops.normalize(unit), image_ops.normalize(flipped)
 
 
 def test_jit_compiled_steps_match_uncompiled_steps():

@@ -55,11 +55,12 @@ class Options:
         steps_per_epoch: batches per epoch (with `epochs`), at most and by
             default `images // batch_size`; each epoch uses the first ones of its
             order.
-        full_resolution: `None` (decided from the first image), `True` or
-            `False`. Training images larger than `image_size` are then not
-            resized to it: each keeps its own size (shrunk, antialiased, only
-            when its longer side exceeds `max_side`), padded at the bottom and
-            right to a square canvas of side `max(max_side, *image_size)`, in
+        full_resolution: `None` (decided from the first image: on when
+            training and it is taller or wider than `image_size`), `True` or
+            `False`. Training images are then not resized to `image_size`: each
+            keeps its own size (shrunk, bicubic and antialiased, only when its
+            longer side exceeds the canvas side `max(max_side, *image_size)`),
+            padded at the bottom and right to that square canvas, in
             batches `{"images": uint8 (B, C, C, 3), "image_sizes": int32 (B, 2),
             "labels": int32 (B,)}` (true height and width; labels where there
             are labels). `BarlowTwins` cuts each view's crop out of the true

@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 
 from keras_barlow import _checks as checks
-from keras_barlow import augment, input_checks
+from keras_barlow import augment, image_ops, input_checks
 from keras_barlow.evaluation import features
 
 
@@ -288,8 +288,8 @@ class CropAndFlip(keras.layers.Layer):
         self.crop.build(input_shape)
 
     def call(self, images):
-        images = augment.to_unit_range(input_checks.validate_images(images))
-        return augment.normalize(self.crop(images))
+        images = image_ops.to_unit_range(input_checks.validate_images(images))
+        return image_ops.normalize(self.crop(images))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self.size, 3)
