@@ -9,7 +9,8 @@ float32 normalized with the ImageNet mean and standard deviation.
 
 import keras
 
-from keras_barlow import _backend, _checks
+from keras_barlow import _backend
+from keras_barlow import _checks as checks
 from keras_barlow.distortions import (
     RandomApplyLayer,
     RandomColorJitter,
@@ -122,7 +123,7 @@ class BarlowTwinsAugment(keras.layers.Layer):
                 f"Unknown augmentation options {sorted(unknown)}. "
                 f"Valid options: {sorted(PRESETS[preset])}"
             )
-        self.image_size = _checks.image_size("image_size", image_size)
+        self.image_size = checks.image_size("image_size", image_size)
         self.preset = preset
         self.seed = seed
         self.options = {**PRESETS[preset], **overrides}

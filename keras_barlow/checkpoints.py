@@ -41,7 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_barlow import _checks
+from keras_barlow import _checks as checks
 from keras_barlow.callbacks import NON_FINITE_CAUSES
 
 _CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)$")
@@ -123,7 +123,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     def __init__(self, directory, max_to_keep=2):
         super().__init__()
         self.directory = os.fspath(directory)
-        self.max_to_keep = _checks.positive_int("max_to_keep", max_to_keep)
+        self.max_to_keep = checks.positive_int("max_to_keep", max_to_keep)
         self._restored_epoch = None
         self._first_epoch_of_fit = False
         self._batches_this_epoch = 0
@@ -231,8 +231,10 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self._restored_epoch is None:
             self.restore()
-            # fit() starts from `model._initial_epoch` when set (as for Keras'
-            # BackupAndRestore): its `initial_epoch` argument could not know.
+            # fit() starts from the private `model._initial_epoch` when set, as
+            # Keras' own BackupAndRestore relies on (keras-team/keras#19179): its
+            # `initial_epoch` argument could not know. Checked by
+            # tests/test_checkpoints.py.
             self.model._initial_epoch = self._restored_epoch or None
         self._first_epoch_of_fit = True
 

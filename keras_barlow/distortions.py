@@ -18,7 +18,8 @@ outputs are float32 images in [0, 1] of shape `(B, H, W, 3)`.
 import keras
 from keras import ops
 
-from keras_barlow import _backend, _checks
+from keras_barlow import _backend
+from keras_barlow import _checks as checks
 from keras_barlow.image_ops import (
     TO_GRAY_MATRIX,
     adjust_hue,
@@ -141,7 +142,7 @@ class RandomApplyLayer(RandomLayer):
 
     def __init__(self, probability, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
-        self.probability = _checks.probability("probability", probability)
+        self.probability = checks.probability("probability", probability)
 
     def get_random_transformation(self, images, seed):
         return {"apply": _bernoulli(seed, ops.shape(images)[0], self.probability)}
@@ -188,12 +189,10 @@ class RandomResizedCrop(RandomLayer):
         **kwargs,
     ):
         super().__init__(seed=seed, **kwargs)
-        self.size = _checks.image_size("size", size)
-        self.scale = _checks.interval("scale", scale)
-        self.ratio = _checks.interval("ratio", ratio, low=1e-6)
-        self.flip_probability = _checks.probability(
-            "flip_probability", flip_probability
-        )
+        self.size = checks.image_size("size", size)
+        self.scale = checks.interval("scale", scale)
+        self.ratio = checks.interval("ratio", ratio, low=1e-6)
+        self.flip_probability = checks.probability("flip_probability", flip_probability)
 
     def call(self, images, seed=None, image_sizes=None):
         seed = seed_for_call(self.seed_generator) if seed is None else seed
@@ -274,10 +273,10 @@ class RandomColorJitter(RandomApplyLayer):
         **kwargs,
     ):
         super().__init__(probability, seed=seed, **kwargs)
-        self.brightness = _checks.non_negative("brightness", brightness)
-        self.contrast = _checks.non_negative("contrast", contrast)
-        self.saturation = _checks.non_negative("saturation", saturation)
-        self.hue = _checks.number("hue", hue, low=0.0, high=0.5)
+        self.brightness = checks.non_negative("brightness", brightness)
+        self.contrast = checks.non_negative("contrast", contrast)
+        self.saturation = checks.non_negative("saturation", saturation)
+        self.hue = checks.number("hue", hue, low=0.0, high=0.5)
 
     def get_random_transformation(self, images, seed):
         batch_size = ops.shape(images)[0]
@@ -373,7 +372,7 @@ class RandomGaussianBlur(RandomApplyLayer):
 
     def __init__(self, probability=1.0, sigma_range=(0.1, 2.0), seed=None, **kwargs):
         super().__init__(probability, seed=seed, **kwargs)
-        self.sigma_range = _checks.interval("sigma_range", sigma_range, low=1e-6)
+        self.sigma_range = checks.interval("sigma_range", sigma_range, low=1e-6)
 
     def get_random_transformation(self, images, seed):
         sigma_seed, apply_seed = _backend.split(seed, 2)

@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 
-from keras_barlow import _checks
+from keras_barlow import _checks as checks
 
 POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
@@ -92,7 +92,7 @@ def choose_strategy(workers=None, task_index=None, replicas=None):
         if len(tf.config.list_physical_devices("GPU")) > 1:
             return tf.distribute.MirroredStrategy()
         return tf.distribute.get_strategy()
-    replicas = _checks.positive_int("replicas", replicas)
+    replicas = checks.positive_int("replicas", replicas)
     if replicas == 1:
         return tf.distribute.get_strategy()
     kind = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
@@ -179,7 +179,7 @@ def auto_dtype_policy(choice="auto"):
         `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`, for
         `keras.mixed_precision.set_dtype_policy`.
     """
-    _checks.choice("choice", choice, ("auto", *POLICIES))
+    checks.choice("choice", choice, ("auto", *POLICIES))
     if choice == "auto":
         import tensorflow as tf
 

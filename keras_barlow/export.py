@@ -25,7 +25,8 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from keras_barlow import _checks, input_checks, preprocessing
+from keras_barlow import _checks as checks
+from keras_barlow import input_checks, preprocessing
 from keras_barlow.model import BarlowTwins
 
 IMAGES_SPEC = tf.TensorSpec((None, None, None, 3), tf.uint8, name="images")
@@ -245,7 +246,7 @@ def _resolve_image_size(encoder, image_size):
                 "is needed. Pass the size it was trained on, e.g. image_size=224."
             )
         return fixed
-    size = _checks.image_size("image_size", image_size)
+    size = checks.image_size("image_size", image_size)
     if fixed is not None and fixed != size:
         raise ValueError(
             f"`image_size` does not match the encoder {encoder.name!r}, which takes "

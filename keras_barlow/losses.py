@@ -46,7 +46,8 @@ then less accurate than in full float32 (README, "Mixed precision").
 
 from keras import backend, ops
 
-from keras_barlow import _backend, _checks
+from keras_barlow import _backend
+from keras_barlow import _checks as checks
 
 DEFAULT_LAMBD = 0.0051
 BATCH_NORM_EPSILON = 1e-5
@@ -96,7 +97,7 @@ def barlow_twins_terms(z1, z2, method="auto", epsilon=BATCH_NORM_EPSILON):
         `sum_i (1 - C_ii)^2` and
         `sum_{i != j} C_ij^2`.
     """
-    _checks.choice("method", method, METHODS)
+    checks.choice("method", method, METHODS)
     z1n, z2n, n = normalize_along_batch(z1, z2, epsilon)
     diagonal = _backend.sum_across_replicas(ops.sum(z1n * z2n, axis=0)) / n  # D
     if method == "auto":
@@ -145,7 +146,7 @@ def barlow_twins_loss(
     >>> float(barlow_twins_loss(z1, z2)) > 0.0
     True
     """
-    _checks.non_negative("lambd", lambd)
+    checks.non_negative("lambd", lambd)
     on_diag, off_diag = barlow_twins_terms(z1, z2, method=method, epsilon=epsilon)
     return scale_loss * (on_diag + lambd * off_diag)
 

@@ -7,7 +7,8 @@ import warnings
 import keras
 from keras import ops
 
-from keras_barlow import _backend, _checks, input_checks, losses
+from keras_barlow import _backend, input_checks, losses
+from keras_barlow import _checks as checks
 from keras_barlow import augment as augment_lib
 from keras_barlow._train_step import TrainStep
 from keras_barlow.metrics import embedding_std
@@ -39,7 +40,7 @@ class Projector(keras.layers.Layer):
                 "`units` must be a non-empty sequence of sizes. "
                 f"Received: units={units}"
             )
-        self.units = tuple(_checks.positive_int("units", size) for size in units)
+        self.units = tuple(checks.positive_int("units", size) for size in units)
         self.blocks = []
         for index, size in enumerate(units):
             self.blocks.append(
@@ -158,10 +159,10 @@ class BarlowTwins(TrainStep, keras.Model):
         self.encoder = encoder
         self.projector = Projector(projector_dims, name="projector")
         self.projector_dims = self.projector.units
-        self.lambd = float(_checks.non_negative("lambd", lambd))
+        self.lambd = float(checks.non_negative("lambd", lambd))
         self.scale_loss = float(scale_loss)
         self.augmenter = _make_augmenter(augmenter, encoder)
-        self.correlation_method = _checks.choice(
+        self.correlation_method = checks.choice(
             "correlation_method", correlation_method, losses.METHODS
         )
         if seed is None and _backend.on_several_workers():

@@ -17,6 +17,8 @@ import re
 import keras
 from keras import ops
 
+from keras_barlow import _checks as checks
+
 
 @keras.saving.register_keras_serializable(package="keras_barlow")
 class LARS(keras.optimizers.Optimizer):
@@ -83,16 +85,15 @@ class LARS(keras.optimizers.Optimizer):
         if isinstance(learning_rate, int):
             learning_rate = float(learning_rate)
         super().__init__(learning_rate=learning_rate, **kwargs)
-        _check_number("momentum", momentum, low=0.0, high=1.0, high_inclusive=False)
-        _check_number("weight_decay", weight_decay, low=0.0)
-        _check_number("eta", eta, low=0.0, low_inclusive=False)
-        _check_number(
-            "bias_learning_rate_multiplier", bias_learning_rate_multiplier, low=0.0
-        )
+        checks.number("momentum", momentum, low=0.0, high=1.0, high_open=True)
         self.momentum = float(momentum)
-        self.weight_decay = float(weight_decay)
-        self.eta = float(eta)
-        self.bias_learning_rate_multiplier = float(bias_learning_rate_multiplier)
+        self.weight_decay = float(checks.non_negative("weight_decay", weight_decay))
+        self.eta = float(checks.positive("eta", eta))
+        self.bias_learning_rate_multiplier = float(
+            checks.non_negative(
+                "bias_learning_rate_multiplier", bias_learning_rate_multiplier
+            )
+        )
         self._weight_decay_patterns = _check_patterns(
             "exclude_from_weight_decay", exclude_from_weight_decay
         )
@@ -197,15 +198,3 @@ def _check_patterns(name, patterns):
 
 def _to_list(patterns):
     return None if patterns is None else list(patterns)
-
-
-def _check_number(name, value, low, high=None, low_inclusive=True, high_inclusive=True):
-    too_low = value < low if low_inclusive else value <= low
-    too_high = high is not None and (value > high if high_inclusive else value >= high)
-    if too_low or too_high:
-        bounds = (
-            ("[" if low_inclusive else "(")
-            + f"{low}, "
-            + ("inf)" if high is None else f"{high}" + ("]" if high_inclusive else ")"))
-        )
-        raise ValueError(f"`{name}` must be in {bounds}. Received: {name}={value}")

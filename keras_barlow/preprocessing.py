@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_barlow import _checks
+from keras_barlow import _checks as checks
 from keras_barlow.image_ops import normalize, to_unit_range
 from keras_barlow.input_checks import validate_images
 
@@ -34,10 +34,10 @@ class Preprocessing(keras.layers.Layer):
     def __init__(self, image_size, crop_fraction=1.0, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        self.crop_fraction = _checks.number(
+        self.crop_fraction = checks.number(
             "crop_fraction", crop_fraction, low=0.0, high=1.0, low_open=True
         )
-        self.image_size = _checks.image_size("image_size", image_size)
+        self.image_size = checks.image_size("image_size", image_size)
 
     def call(self, images):
         images = to_unit_range(validate_images(images))

@@ -19,6 +19,7 @@ model.fit(images.batch(recipe.batch_size, drop_remainder=True), epochs=recipe.ep
 import dataclasses
 import inspect
 
+from keras_barlow import _checks as checks
 from keras_barlow import augment, backbones, optimizers, schedules
 from keras_barlow.model import BarlowTwins
 
@@ -86,15 +87,11 @@ class Recipe:
         object.__setattr__(
             self, "projector_dims", tuple(int(size) for size in self.projector_dims)
         )
-        if self.augment not in augment.PRESETS:
-            raise ValueError(
-                f"`augment` must be one of {sorted(augment.PRESETS)}. "
-                f"Received: augment={self.augment!r}"
-            )
+        checks.choice("augment", self.augment, sorted(augment.PRESETS))
         for field in ("image_size", "batch_size", "epochs"):
-            _check_positive(field, getattr(self, field))
+            checks.positive_int(field, getattr(self, field))
         for field in ("learning_rate_weights", "learning_rate_biases", "eta"):
-            _check_positive(field, getattr(self, field))
+            checks.positive(field, getattr(self, field))
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(
                 "`warmup_epochs` must be in [0, epochs). Received: "
@@ -134,7 +131,7 @@ class Recipe:
         Returns:
             `keras_barlow.schedules.WarmupCosine`.
         """
-        _check_positive("steps_per_epoch", steps_per_epoch)
+        checks.positive_int("steps_per_epoch", steps_per_epoch)
         return schedules.WarmupCosine(
             self.learning_rate,
             total_steps=self.epochs * steps_per_epoch,
@@ -203,11 +200,6 @@ class Recipe:
             for field in dataclasses.fields(self)
         ]
         return "\n".join([f"Recipe {self.name!r}:", *lines[1:]])
-
-
-def _check_positive(name, value):
-    if not value > 0:
-        raise ValueError(f"`{name}` must be > 0. Received: {name}={value}")
 
 
 # The paper (Zbontar et al., 2021, section 4 and appendix) and its code

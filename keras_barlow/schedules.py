@@ -5,6 +5,8 @@ import math
 import keras
 from keras import ops
 
+from keras_barlow import _checks as checks
+
 
 @keras.saving.register_keras_serializable(package="keras_barlow")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
@@ -41,26 +43,14 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, base_learning_rate, total_steps, warmup_steps, end_factor=0.001):
-        if not base_learning_rate > 0:
-            raise ValueError(
-                "`base_learning_rate` must be > 0. "
-                f"Received: base_learning_rate={base_learning_rate}"
-            )
-        if int(total_steps) != total_steps or total_steps < 1:
-            raise ValueError(
-                "`total_steps` must be a positive integer (epochs x steps "
-                f"per epoch). Received: total_steps={total_steps}"
-            )
-        if int(warmup_steps) != warmup_steps or not 0 <= warmup_steps < total_steps:
+        checks.positive("base_learning_rate", base_learning_rate)
+        checks.positive_int("total_steps", total_steps)
+        if not checks.non_negative_int("warmup_steps", warmup_steps) < total_steps:
             raise ValueError(
                 "`warmup_steps` must be an integer in [0, total_steps). Received: "
                 f"warmup_steps={warmup_steps}, total_steps={total_steps}"
             )
-        if not 0.0 <= end_factor <= 1.0:
-            raise ValueError(
-                "`end_factor` must be between 0 and 1. "
-                f"Received: end_factor={end_factor}"
-            )
+        checks.probability("end_factor", end_factor)
         self.base_learning_rate = float(base_learning_rate)
         self.total_steps = int(total_steps)
         self.warmup_steps = int(warmup_steps)

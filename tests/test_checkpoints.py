@@ -467,3 +467,16 @@ def test_check_epochs_refuses_fewer_than_completed(two_epoch_run):
     with pytest.raises(ValueError, match=r"--epochs=1 is fewer than the 2 epochs"):
         checkpoint.check_epochs(1, name="--epochs")
     TrainingCheckpoint(directory.parent / "missing").check_epochs(1)
+
+
+def test_keras_still_starts_fit_from_the_private_initial_epoch():
+    # TrainingCheckpoint sets `model._initial_epoch` in on_train_begin, as Keras'
+    # BackupAndRestore does (keras-team/keras#19179); this fails if Keras stops
+    # reading it.
+    class StartAtTwo(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.model._initial_epoch = 2
+
+    model = make_model()
+    history = model.fit(views(4), epochs=4, verbose=0, callbacks=[StartAtTwo()])
+    assert history.epoch == [2, 3]
