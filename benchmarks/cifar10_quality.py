@@ -32,7 +32,14 @@ from absl import app, flags, logging
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples"))
 import cifar10_barlow as example  # noqa: E402
 
+# The shared CIFAR-10 JPEG archive beside this repository's checkout (see
+# ../shared/datasets/README.md); pass --data for another copy.
+SHARED_ARCHIVE = (
+    pathlib.Path(__file__).resolve().parents[2]
+    / "shared/datasets/cifar10-jpeg-train.tar.gz"
+)
 QUALITY_DEFAULTS = {
+    "data": str(SHARED_ARCHIVE),
     "backbone": "convnet",
     "projector": "512-512-512",
     "image_size": 32,
@@ -80,7 +87,6 @@ def main(argv):
             name: FLAGS[name].value
             for name in [
                 *QUALITY_DEFAULTS,
-                "data",
                 "limit_images",
                 "val_count",
                 "seed",

@@ -77,3 +77,59 @@ def tfds(tmp_path, monkeypatch):
     """
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     return pytest.importorskip("tensorflow_datasets")
+
+
+# ---- helpers shared by the tests: `from conftest import tiny_encoder, round_trip` ----
+# (pytest puts tests/ on sys.path.) Keras only, so that they run on every backend.
+
+import keras  # noqa: E402
+
+
+def tiny_encoder(
+    size=16,
+    filters=8,
+    *,
+    strides=1,
+    use_bias=True,
+    batch_norm=False,
+    relu=True,
+    dropout=0.0,
+):
+    """A small encoder of `size` x `size` RGB images (`size=None`: any size).
+
+    Conv2D(`filters`, 3, `strides`, `use_bias`), named "conv" -> BatchNormalization
+    if `batch_norm` -> ReLU if `relu` -> Dropout(`dropout`) if `dropout` ->
+    GlobalAveragePooling2D. With `filters=0`, the pooling alone.
+    """
+    layers = [keras.Input((size, size, 3))]
+    if filters:
+        layers.append(
+            keras.layers.Conv2D(
+                filters, 3, strides=strides, use_bias=use_bias, name="conv"
+            )
+        )
+        if batch_norm:
+            layers.append(keras.layers.BatchNormalization())
+        if relu:
+            layers.append(keras.layers.ReLU())
+        if dropout:
+            layers.append(keras.layers.Dropout(dropout))
+    layers.append(keras.layers.GlobalAveragePooling2D())
+    return keras.Sequential(layers)
+
+
+def round_trip(obj, path=None):
+    """`obj` serialized and deserialized again, as Keras saves it.
+
+    Without `path`, through `keras.saving.serialize_keras_object` and
+    `deserialize_keras_object` (layers, models, optimizers, schedules: their config
+    and registration). With `path` (a `.keras` file), the model saved there with
+    `model.save` and loaded back with `keras.saving.load_model` (weights and
+    optimizer state too).
+    """
+    if path is None:
+        return keras.saving.deserialize_keras_object(
+            keras.saving.serialize_keras_object(obj)
+        )
+    obj.save(path)
+    return keras.saving.load_model(path)

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_encoder
 
 import keras_barlow
 from keras_barlow import augment, callbacks
@@ -41,15 +42,8 @@ def short_fit(tmp_path_factory):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(48, 16, 16, 3)).astype(np.uint8)
     labels = rng.integers(0, 3, 48)
-    encoder = keras.Sequential(
-        [
-            keras.Input((16, 16, 3)),
-            keras.layers.Conv2D(8, 3, activation="relu"),
-            keras.layers.GlobalAveragePooling2D(),
-        ]
-    )
     model = keras_barlow.BarlowTwins(
-        encoder, projector_dims=(32, 24), augmenter="cifar", seed=1
+        tiny_encoder(16), projector_dims=(32, 24), augmenter="cifar", seed=1
     )
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
@@ -206,10 +200,9 @@ def test_keras_tensorboard_after_knn_monitor_writes_the_knn_scalar(tmp_path):
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, size=(16, 8, 8, 3)).astype(np.uint8)
     dataset = tf.data.Dataset.from_tensor_slices((images, np.arange(16) % 2)).batch(8)
-    encoder = keras.Sequential(
-        [keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D()]
+    model = keras_barlow.BarlowTwins(
+        tiny_encoder(8, filters=0), projector_dims=(8,), augmenter="cifar"
     )
-    model = keras_barlow.BarlowTwins(encoder, projector_dims=(8,), augmenter="cifar")
     model.compile(optimizer="sgd")
     model.fit(
         dataset,

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_encoder
 
 from keras_barlow import checkpoints
 from keras_barlow.callbacks import NaNGuard
@@ -25,16 +26,7 @@ SIZE, BATCH, STEPS = 8, 4, 3
 
 def make_model(seed=0):
     """A model fed with pre-made views: the same checkpoint, a faster trace."""
-    encoder = keras.Sequential(
-        [
-            keras.Input((SIZE, SIZE, 3)),
-            keras.layers.Conv2D(4, 3),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
-            keras.layers.Dropout(0.2),
-            keras.layers.GlobalAveragePooling2D(),
-        ]
-    )
+    encoder = tiny_encoder(SIZE, 4, batch_norm=True, dropout=0.2)
     model = BarlowTwins(encoder, projector_dims=(8,), augmenter=None, seed=seed)
     model.compile(optimizer=LARS(0.1, eta=0.02))
     return model
@@ -157,13 +149,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(two_epoch_run, tmp
 
 def test_checkpoints_of_another_architecture_are_refused(two_epoch_run):
     directory, _ = two_epoch_run
-    encoder = keras.Sequential(
-        [
-            keras.Input((SIZE, SIZE, 3)),
-            keras.layers.Conv2D(4, 3),
-            keras.layers.GlobalAveragePooling2D(),
-        ]
-    )
+    encoder = tiny_encoder(SIZE, 4, relu=False)
     other = BarlowTwins(encoder, projector_dims=(16,), augmenter=None)
     with pytest.raises(ValueError, match="needs a compiled model"):
         TrainingCheckpoint(directory).restore(other)

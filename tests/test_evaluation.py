@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import round_trip, tiny_encoder
 
 from keras_barlow import augment, evaluation, metrics, preprocessing
 
@@ -90,16 +91,6 @@ def test_every_public_name_of_the_first_release_is_still_there():
         "linear_probe_on_features", "mean_abs_off_diagonal", "resolve_preprocess",
     ):  # fmt: skip
         assert hasattr(evaluation, name), name
-
-
-def tiny_encoder(size=16):
-    return keras.Sequential(
-        [
-            keras.Input((size, size, 3)),
-            keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
-            keras.layers.GlobalAveragePooling2D(),
-        ]
-    )
 
 
 def test_extract_features_applies_the_encoder_to_normalized_images():
@@ -250,9 +241,7 @@ def test_fine_tune_trains_the_encoder_on_a_labeled_subset():
 
 
 def test_preprocess_auto_needs_a_fixed_input_size():
-    encoder = keras.Sequential(
-        [keras.Input((None, None, 3)), keras.layers.GlobalAveragePooling2D()]
-    )
+    encoder = tiny_encoder(None, filters=0)
     with pytest.raises(ValueError, match="Preprocess"):
         evaluation.extract_features(encoder, np.zeros((2, 8, 8, 3), np.uint8))
 
@@ -264,10 +253,8 @@ def test_a_saved_probe_loads_and_predicts_as_before(tmp_path):
     classifier = evaluation.linear_probe(
         tiny_encoder(), data, None, epochs=1
     ).classifier
-    path = str(tmp_path / "probe.keras")
 
-    classifier.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = round_trip(classifier, str(tmp_path / "probe.keras"))
 
     for saved, restored in zip(
         classifier.optimizer.variables, loaded.optimizer.variables, strict=True

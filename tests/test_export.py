@@ -13,10 +13,12 @@ import subprocess
 import sys
 import textwrap
 
+import conftest
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import round_trip
 
 import keras_barlow
 from keras_barlow import export
@@ -216,8 +218,7 @@ def test_features_are_float32_under_mixed_precision(tmp_path):
 
 def test_keras_file_round_trip_continues_training(trained_model, tmp_path):
     path = tmp_path / "barlow.keras"
-    trained_model.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = round_trip(trained_model, path)
 
     assert isinstance(loaded, keras_barlow.BarlowTwins)
     assert loaded.seed == trained_model.seed
@@ -287,8 +288,7 @@ def two_input_model():
 
 
 def size_free_encoder():
-    inputs = keras.Input((None, None, 3))
-    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))
+    return conftest.tiny_encoder(None, filters=0)
 
 
 @pytest.mark.parametrize(

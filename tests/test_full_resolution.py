@@ -15,6 +15,7 @@ import math
 import keras
 import numpy as np
 import pytest
+from conftest import tiny_encoder
 
 from keras_barlow import augment, image_ops
 
@@ -415,13 +416,7 @@ def test_tfds_training_data_come_at_full_resolution(tfds):
 def _tiny_model(size, **augment_options):
     import keras_barlow
 
-    encoder = keras.Sequential(
-        [
-            keras.Input((size, size, 3)),
-            keras.layers.Conv2D(4, 3, strides=4),
-            keras.layers.GlobalAveragePooling2D(),
-        ]
-    )
+    encoder = tiny_encoder(size, 4, strides=4, relu=False)
     augmenter = augment.BarlowTwinsAugment(size, "imagenet", **augment_options)
     return keras_barlow.BarlowTwins(
         encoder, projector_dims=(16, 16), augmenter=augmenter, seed=1

@@ -4,10 +4,10 @@ A global batch that does not split across replicas is tested in
 test_distributed.py; corrupt image files in test_data.py.
 """
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_encoder
 
 from keras_barlow.checkpoints import TrainingCheckpoint
 from keras_barlow.model import BarlowTwins
@@ -16,14 +16,12 @@ SIZE = 8
 
 
 def make_model():
-    encoder = keras.Sequential(
-        [
-            keras.Input((SIZE, SIZE, 3)),
-            keras.layers.Conv2D(4, 3),
-            keras.layers.GlobalAveragePooling2D(),
-        ]
+    model = BarlowTwins(
+        tiny_encoder(SIZE, 4, relu=False),
+        projector_dims=(4,),
+        augmenter="cifar",
+        seed=0,
     )
-    model = BarlowTwins(encoder, projector_dims=(4,), augmenter="cifar", seed=0)
     model.compile(optimizer="sgd")
     return model
 

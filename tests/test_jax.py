@@ -13,6 +13,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from conftest import tiny_encoder
 
 import keras_barlow
 from keras_barlow import input_checks
@@ -24,21 +25,12 @@ BATCH = 8
 STEPS = 3
 
 
-def tiny_encoder():
-    return keras.Sequential(
-        [
-            keras.Input((SIZE, SIZE, 3)),
-            keras.layers.Conv2D(4, 3, use_bias=False),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
-            keras.layers.GlobalAveragePooling2D(),
-        ]
-    )
-
-
 def tiny_model(augmenter="cifar", optimizer="sgd"):
     model = keras_barlow.BarlowTwins(
-        tiny_encoder(), projector_dims=(16, 16), augmenter=augmenter, seed=0
+        tiny_encoder(SIZE, 4, use_bias=False, batch_norm=True),
+        projector_dims=(16, 16),
+        augmenter=augmenter,
+        seed=0,
     )
     model.build((None, SIZE, SIZE, 3))
     model.compile(optimizer=optimizer)
@@ -143,7 +135,10 @@ def test_views_depend_on_the_seed_variable_and_the_step():
     assert not np.allclose(step0, step1)
     # The seed is a variable: assigning it changes the draws, as a restore does.
     other = keras_barlow.BarlowTwins(
-        tiny_encoder(), projector_dims=(16, 16), augmenter="cifar", seed=7
+        tiny_encoder(SIZE, 4, use_bias=False, batch_norm=True),
+        projector_dims=(16, 16),
+        augmenter="cifar",
+        seed=7,
     )
     model.augment_seed.assign(7)
     np.testing.assert_array_equal(

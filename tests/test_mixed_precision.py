@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_encoder
 
 import keras_barlow
 from keras_barlow.optimizers import LARS
@@ -25,17 +26,11 @@ def policy(request):
 def tiny_model(augmenter):
     """Built under the current global policy."""
     keras.utils.set_random_seed(0)
-    encoder = keras.Sequential(
-        [
-            keras.Input((8, 8, 3)),
-            keras.layers.Conv2D(8, 3, use_bias=False),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
-            keras.layers.GlobalAveragePooling2D(),
-        ]
-    )
     return keras_barlow.BarlowTwins(
-        encoder, projector_dims=(16, 16), augmenter=augmenter, seed=0
+        tiny_encoder(8, use_bias=False, batch_norm=True),
+        projector_dims=(16, 16),
+        augmenter=augmenter,
+        seed=0,
     )
 
 

@@ -2,9 +2,9 @@
 
 import dataclasses
 
-import keras
 import numpy as np
 import pytest
+from conftest import tiny_encoder
 
 import keras_barlow
 from keras_barlow import backbones, presets
@@ -104,9 +104,7 @@ def test_optimizer_and_schedule():
 
 def test_model_from_recipe():
     recipe = presets.get("cifar10-resnet18").replace(projector_dims=(16, 16))
-    encoder = keras.Sequential(
-        [keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D()]
-    )
+    encoder = tiny_encoder(32, filters=0)
     model = recipe.model(encoder, seed=1)
     assert isinstance(model, keras_barlow.BarlowTwins)
     assert model.encoder is encoder

@@ -2,9 +2,9 @@
 
 import math
 
-import keras
 import numpy as np
 import pytest
+from conftest import round_trip
 
 from keras_barlow.schedules import WarmupCosine
 
@@ -62,9 +62,7 @@ def test_without_warmup_starts_at_the_peak():
 
 def test_serialization_round_trip():
     schedule = WarmupCosine(0.3, total_steps=1000, warmup_steps=100, end_factor=0.0)
-    restored = keras.optimizers.schedules.deserialize(
-        keras.optimizers.schedules.serialize(schedule)
-    )
+    restored = round_trip(schedule)
     assert type(restored) is WarmupCosine
     assert restored.get_config() == schedule.get_config()
 

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_encoder
 
 import keras_barlow
 from keras_barlow import image_ops
@@ -9,17 +10,12 @@ from keras_barlow import image_ops
 IMAGE_SIZE = 16
 
 
-def tiny_encoder():
-    images = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
-    x = keras.layers.Conv2D(8, 3, strides=2, use_bias=False)(images)
-    x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.ReLU()(x)
-    return keras.Model(images, keras.layers.GlobalAveragePooling2D()(x))
-
-
 def tiny_model(augmenter):
     model = keras_barlow.BarlowTwins(
-        tiny_encoder(), projector_dims=(32, 32), augmenter=augmenter, seed=3
+        tiny_encoder(IMAGE_SIZE, strides=2, use_bias=False, batch_norm=True),
+        projector_dims=(32, 32),
+        augmenter=augmenter,
+        seed=3,
     )
     model.build((None, IMAGE_SIZE, IMAGE_SIZE, 3))
     return model
