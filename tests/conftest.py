@@ -133,3 +133,23 @@ def round_trip(obj, path=None):
         )
     obj.save(path)
     return keras.saving.load_model(path)
+
+
+def value_and_gradients(loss_fn, variables):
+    """`loss_fn()` and its gradients with respect to the Keras `variables`.
+
+    `tf.GradientTape` on TensorFlow; on JAX `jax.value_and_grad` of the loss with
+    the variables' values fed through a `keras.StatelessScope`.
+    """
+    if BACKEND == "jax":
+        import jax
+
+        def loss_of_values(values):
+            mapping = list(zip(variables, values, strict=True))
+            with keras.StatelessScope(state_mapping=mapping):
+                return loss_fn()
+
+        return jax.value_and_grad(loss_of_values)([v.value for v in variables])
+    with tf.GradientTape() as tape:
+        loss = loss_fn()
+    return loss, tape.gradient(loss, variables)

@@ -3,7 +3,7 @@ import inspect
 import keras
 import numpy as np
 import pytest
-from conftest import round_trip, tiny_encoder
+from conftest import round_trip, tiny_encoder, value_and_gradients
 
 import keras_barlow
 from keras_barlow.model import BarlowTwins, Projector, embedding_std
@@ -15,28 +15,6 @@ BACKEND = keras.backend.backend()
 
 def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
-
-
-def gradients_of(loss_fn, variables):
-    """`loss_fn()` and its gradients with respect to the Keras `variables`.
-
-    `tf.GradientTape` on TensorFlow; on JAX `jax.value_and_grad` of the loss with
-    the variables' values fed through a `keras.StatelessScope`.
-    """
-    if BACKEND == "jax":
-        import jax
-
-        def loss_of_values(values):
-            mapping = list(zip(variables, values, strict=True))
-            with keras.StatelessScope(state_mapping=mapping):
-                return loss_fn()
-
-        return jax.value_and_grad(loss_of_values)([v.value for v in variables])
-    import tensorflow as tf
-
-    with tf.GradientTape() as tape:
-        loss = loss_fn()
-    return loss, tape.gradient(loss, variables)
 
 
 def random_uint8(count, size=32, seed=0):
@@ -115,7 +93,7 @@ def test_train_step_is_the_paper_update_on_premade_views():
         z1, z2 = reference(x1, training=True), reference(x2, training=True)
         return keras_barlow.barlow_twins_loss(z1, z2, scale_loss=0.5)
 
-    _, gradients = gradients_of(loss_fn, reference.trainable_variables)
+    _, gradients = value_and_gradients(loss_fn, reference.trainable_variables)
     expected_weights = [
         to_numpy(w) - 0.1 * to_numpy(g)
         for w, g in zip(reference.trainable_variables, gradients, strict=True)

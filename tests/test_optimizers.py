@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import round_trip
+from conftest import round_trip, value_and_gradients
 
 from keras_barlow.optimizers import LARS
 from keras_barlow.schedules import WarmupCosine
@@ -67,28 +67,6 @@ def loss_of(layer, x, y):
     return 0.5 * keras.ops.sum(keras.ops.square(layer(x) - y)) / len(X)
 
 
-def gradients_of(loss_fn, variables):
-    """Gradients of `loss_fn()` with respect to the Keras `variables`.
-
-    `tf.GradientTape` on TensorFlow; on JAX `jax.grad` of the loss with the
-    variables' values fed through a `keras.StatelessScope`.
-    """
-    if BACKEND == "jax":
-        import jax
-
-        def loss_of_values(values):
-            mapping = list(zip(variables, values, strict=True))
-            with keras.StatelessScope(state_mapping=mapping):
-                return loss_fn()
-
-        return jax.grad(loss_of_values)([variable.value for variable in variables])
-    import tensorflow as tf
-
-    with tf.GradientTape() as tape:
-        loss = loss_fn()
-    return tape.gradient(loss, variables)
-
-
 def apply(optimizer, gradients, variables):
     """One optimizer step, as the backend's trainer takes it.
 
@@ -114,7 +92,7 @@ def apply(optimizer, gradients, variables):
 def train(optimizer, steps=STEPS):
     layer = make_dense()
     for _ in range(steps):
-        gradients = gradients_of(
+        _, gradients = value_and_gradients(
             lambda: optimizer.scale_loss(loss_of(layer, X, Y)),
             layer.trainable_variables,
         )
