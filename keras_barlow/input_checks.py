@@ -172,17 +172,18 @@ def check_pixel_range(images):
     images = np.asarray(images)
     if images.size == 0:
         return
-    smallest, largest = float(np.min(images)), float(np.max(images))
+    smallest, largest = np.min(images), np.max(images)
     if not _pixels_valid(smallest, largest, np.all(np.isfinite(images))):
         raise ValueError(
-            f"{PIXEL_RULE} Received a batch with values from {smallest} to "
-            f"{largest}. {PIXEL_ADVICE}"
+            f"{PIXEL_RULE} Received a batch with values from {float(smallest)} to "
+            f"{float(largest)}. {PIXEL_ADVICE}"
         )
 
 
 def _pixels_valid(smallest, largest, finite):
-    scaled_to_unit = 0 < largest < UNIT_RANGE_LIMIT
-    return finite and 0 <= smallest and largest <= 255 and not scaled_to_unit
+    """The pixel rule on a batch's extremes: NumPy scalars or TensorFlow tensors."""
+    scaled_to_unit = (largest > 0) & (largest < UNIT_RANGE_LIMIT)
+    return finite & (smallest >= 0) & (largest <= 255) & ~scaled_to_unit
 
 
 def checked_pixel_range(images):
@@ -207,10 +208,8 @@ def checked_pixel_range(images):
     tf = _backend.tf
     smallest, largest = tf.reduce_min(images), tf.reduce_max(images)
     finite = tf.reduce_all(tf.math.is_finite(images))
-    valid = finite & (smallest >= 0) & (largest <= 255)
-    valid &= ~((largest > 0) & (largest < UNIT_RANGE_LIMIT))
     check = tf.debugging.Assert(
-        valid,
+        _pixels_valid(smallest, largest, finite),
         [
             f"{PIXEL_RULE} Received a batch with values from",
             smallest,
@@ -242,8 +241,8 @@ def check_batch_split(batch_size, num_replicas):
 
 
 def splits_evenly(batch_size, num_replicas):
-    """Whether `batch_size` splits into equal per-replica batches of at least 2."""
-    return batch_size % num_replicas == 0 and batch_size >= 2 * num_replicas
+    """Whether a batch size (int or tensor) splits into per-replica batches of >= 2."""
+    return (batch_size % num_replicas == 0) & (batch_size >= 2 * num_replicas)
 
 
 def is_tf_dataset(x):
@@ -407,8 +406,7 @@ def skipping_unsplittable_batches(dataset, num_replicas):
     tf = sys.modules["tensorflow"]
 
     def splits(*batch):
-        size = tf.shape(_first_leaf(batch))[0]
-        return (size % num_replicas == 0) & (size >= 2 * num_replicas)
+        return splits_evenly(tf.shape(_first_leaf(batch))[0], num_replicas)
 
     return dataset.filter(splits)
 
