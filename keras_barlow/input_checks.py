@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from keras import backend, ops
 
-from keras_barlow import _backend
+from keras_barlow import _backend, losses
 
 BATCH_SPLIT_RULE = (
     "The global batch must split into equal per-replica batches of at least 2 "
@@ -362,7 +362,7 @@ def check_not_empty(x):
 
 @contextlib.contextmanager
 def readable_run_time_errors():
-    """Re-raise a failed run-time check of this module as a `ValueError`.
+    """Re-raise a failed run-time check (this module's or the loss's) as a `ValueError`.
 
     TensorFlow reports a failed `tf.debugging.Assert` as "Graph execution error"
     with the node's trace first and the message last; the `ValueError` says what
@@ -373,16 +373,12 @@ def readable_run_time_errors():
     except Exception as error:
         text = str(getattr(error, "message", error))
         marker = "assertion failed: "
-        ours = (PIXEL_RULE[:40], BATCH_SPLIT_RULE[:40], _TOO_SMALL_MARKER)
+        ours = (PIXEL_RULE, BATCH_SPLIT_RULE, losses.TOO_SMALL_BATCH_RULE)
         if marker not in text or not any(rule in text for rule in ours):
             raise
         message = text[text.index(marker) + len(marker) :].split("\n")[0]
         message = message.replace("] [", " ").strip("[] ").replace(" .", ".")
         raise ValueError(message) from error
-
-
-# The start of the loss's own run-time check (keras_barlow.losses).
-_TOO_SMALL_MARKER = "Batch statistics need at least 2 samples"
 
 
 def skipping_unsplittable_batches(dataset, num_replicas):

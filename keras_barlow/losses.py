@@ -229,13 +229,14 @@ def _validated_embeddings(z1, z2):
         )
     if z1.shape[0] is not None and z1.shape[0] * _backend.num_replicas() < 2:
         raise ValueError(
-            f"{_TOO_SMALL} Received: a batch of {z1.shape[0]}. Use a larger batch size."
+            f"{TOO_SMALL_BATCH_RULE} Received: a batch of {z1.shape[0]}. "
+            "Use a larger batch size."
         )
     dtype = "float64" if backend.standardize_dtype(z1.dtype) == "float64" else "float32"
     return ops.cast(z1, dtype), ops.cast(z2, dtype)
 
 
-_TOO_SMALL = "Batch statistics need at least 2 samples in the global batch."
+TOO_SMALL_BATCH_RULE = "Batch statistics need at least 2 samples in the global batch."
 
 
 def _checked_global_batch(n, z1):
@@ -248,7 +249,12 @@ def _checked_global_batch(n, z1):
         return n
     tf = _backend.tf
     check = tf.debugging.Assert(
-        n >= 2, [f"{_TOO_SMALL} Received: a global batch of", n, "Use a larger batch."]
+        n >= 2,
+        [
+            f"{TOO_SMALL_BATCH_RULE} Received: a global batch of",
+            n,
+            "Use a larger batch.",
+        ],
     )
     with tf.control_dependencies([check]):
         return tf.identity(n)

@@ -222,3 +222,32 @@ def test_unknown_method_raises():
     z1, z2 = correlated_pair(8, 4)
     with pytest.raises(ValueError, match="Received: method='fast'"):
         losses.barlow_twins_loss(z1, z2, method="fast")
+
+
+def test_a_negative_lambd_is_refused():
+    # With lambd < 0 the loss is unbounded below: the off-diagonal term would be
+    # rewarded. Refused by the loss and by the model.
+    z1, z2 = correlated_pair(8, 4)
+    with pytest.raises(ValueError, match="`lambd` must be >= 0. Received: lambd=-0.1"):
+        losses.barlow_twins_loss(z1, z2, lambd=-0.1)
+    from conftest import tiny_encoder
+
+    from keras_barlow import BarlowTwins
+
+    with pytest.raises(ValueError, match="Received: lambd=-1"):
+        BarlowTwins(tiny_encoder(8), projector_dims=(4,), lambd=-1)
+    assert float(losses.barlow_twins_loss(z1, z2, lambd=0.0)) >= 0.0
+
+
+@pytest.mark.tensorflow_only
+def test_a_batch_of_one_is_refused_at_run_time_when_its_size_is_not_static():
+    import tensorflow as tf
+
+    loss = tf.function(
+        losses.barlow_twins_loss,
+        input_signature=[tf.TensorSpec([None, 8], tf.float32)] * 2,
+    )
+    z1, z2 = correlated_pair(4, 8)
+    assert np.isfinite(float(loss(z1, z2)))  # the same graph, a valid batch
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least 2 samples"):
+        loss(z1[:1], z2[:1])  # would return D = 8.0 without the check
