@@ -89,6 +89,11 @@ def _seed_of(key):
     return jax.lax.bitcast_convert_type(jax.random.key_data(key), jnp.int32)
 
 
+def seed_for_call(seed_generator):
+    """A new int32 `(2,)` seed from a layer's generator, different on every replica."""
+    return fold_in_replica_id(keras.ops.cast(seed_generator.next(), "int32"))
+
+
 # ----------------------------------------------------------------------------------
 # Replicas: tf.distribute's replica context; nothing to do on JAX.
 
@@ -103,10 +108,35 @@ def replica_context():
     return context
 
 
-def num_replicas():
-    """Replicas that each run the step on a share of the batch (1 on JAX)."""
-    context = replica_context()
-    return 1 if context is None else context.num_replicas_in_sync
+def num_replicas(strategy=None):
+    """Copies of the step that each run on a share of the global batch.
+
+    TensorFlow: the replicas of `strategy`, by default of the current replica
+    context or strategy. JAX: 1, as one program runs on the global batch (see
+    `local_batch_shards` for the devices it is split over).
+    """
+    if BACKEND != "tensorflow":
+        return 1
+    if strategy is None:
+        strategy = tf.distribute.get_replica_context() or tf.distribute.get_strategy()
+    return strategy.num_replicas_in_sync
+
+
+def local_batch_shards():
+    """Devices of this process that the batch axis is split over (1 without sharding).
+
+    JAX: from the `keras.distribution` in effect, e.g. `DataParallel` over 2
+    devices gives 2; with several processes each feeds its own share of the
+    global batch to its own devices. TensorFlow: `num_replicas()`.
+    """
+    if BACKEND == "tensorflow":
+        return num_replicas()
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return 1
+    mesh = distribution.device_mesh
+    devices = mesh.shape[mesh.axis_names.index(distribution.batch_dim_name)]
+    return max(1, devices // jax.process_count())
 
 
 def sum_across_replicas(values):
@@ -140,13 +170,6 @@ def fold_in_replica_id(seed):
     return tf.random.experimental.stateless_fold_in(
         seed, replica.replica_id_in_sync_group
     )
-
-
-def strategy_replicas():
-    """Replicas of the current `tf.distribute` strategy (1 on JAX)."""
-    if BACKEND != "tensorflow":
-        return 1
-    return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def on_several_workers():

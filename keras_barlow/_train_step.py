@@ -12,15 +12,24 @@ the bookkeeping around it and the scaling for `tf.distribute`:
   gradient is the single-device gradient, with no factor of R anywhere.
 """
 
+import contextlib
 import warnings
 
 import keras
 
-from keras_barlow import _backend, input_checks
+from keras_barlow import _backend, batches, input_checks, losses
 
 
 class TensorFlowTrainStep:
     """`train_step(data)` and `test_step(data)` for the TensorFlow backend."""
+
+    def fit(self, *args, **kwargs):
+        with _readable_run_time_errors():
+            return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with _readable_run_time_errors():
+            return super().evaluate(*args, **kwargs)
 
     def train_step(self, data):
         tf = _backend.tf
@@ -53,9 +62,9 @@ class TensorFlowTrainStep:
             return super()._maybe_symbolic_build(iterator, data_batch)
         tf = _backend.tf
         local_results = self.distribute_strategy.experimental_local_results
-        for _, _, batches in iterator or ():
+        for _, _, epoch_batches in iterator or ():
             try:
-                first = next(batches)
+                first = next(epoch_batches)
             except StopIteration:
                 raise ValueError(input_checks.EMPTY_DATA_MESSAGE) from None
             data_batch = tf.nest.map_structure(
@@ -98,6 +107,7 @@ class JaxTrainStep:
     def train_step(self, state, data):
         trainable, non_trainable, optimizer_state, metrics_state = state
         if _too_small(data):
+            self._skipped_small_batch = True
             return self._metrics_logs(metrics_state), state
         mapping = self._mapping(non_trainable=non_trainable)
         with keras.StatelessScope(state_mapping=mapping):
@@ -167,7 +177,7 @@ def _too_small(data):
     On JAX every batch size is static, so the step traced for such a batch (a
     short last batch) is a no-op: the epoch goes on and nothing is lost.
     """
-    batch_size = keras.tree.flatten(data)[0].shape[0]
+    batch_size = keras.tree.flatten(data)[0].shape[0]  # images, or the first view
     if batch_size >= 2:
         return False
     warnings.warn(
@@ -176,6 +186,32 @@ def _too_small(data):
         stacklevel=2,
     )
     return True
+
+
+@contextlib.contextmanager
+def _readable_run_time_errors():
+    """Re-raise a failed run-time check (this module's or the loss's) as a `ValueError`.
+
+    TensorFlow reports a failed `tf.debugging.Assert` as "Graph execution error"
+    with the node's trace first and the message last; the `ValueError` says what
+    was wrong and what to do first, with TensorFlow's error chained.
+    """
+    try:
+        yield
+    except Exception as error:
+        text = str(getattr(error, "message", error))
+        marker = "assertion failed: "
+        ours = (
+            input_checks.PIXEL_RULE,
+            input_checks.BATCH_SPLIT_RULE,
+            batches.IMAGE_SIZE_RULE,
+            losses.TOO_SMALL_BATCH_RULE,
+        )
+        if marker not in text or not any(rule in text for rule in ours):
+            raise
+        message = text[text.index(marker) + len(marker) :].split("\n")[0]
+        message = message.replace("] [", " ").strip("[] ").replace(" .", ".")
+        raise ValueError(message) from error
 
 
 def _values(scope, variables, previous):

@@ -9,36 +9,18 @@ float32 normalized with the ImageNet mean and standard deviation.
 
 import keras
 
-from keras_barlow import _backend
+from keras_barlow import _backend, batches
 from keras_barlow import _checks as checks
 from keras_barlow.distortions import (
-    RandomApplyLayer,
     RandomColorJitter,
     RandomGaussianBlur,
     RandomGrayscale,
-    RandomLayer,
     RandomResizedCrop,
     RandomSolarize,
-    resized_true_regions,
-    seed_for_call,
 )
-from keras_barlow.image_ops import IMAGENET_MEAN, IMAGENET_STD, normalize, to_unit_range
-from keras_barlow.input_checks import validate_images
+from keras_barlow.image_ops import normalize, to_unit_range
 
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "PRESETS",
-    "BarlowTwinsAugment",
-    "RandomApplyLayer",
-    "RandomColorJitter",
-    "RandomGaussianBlur",
-    "RandomGrayscale",
-    "RandomLayer",
-    "RandomResizedCrop",
-    "RandomSolarize",
-    "resized_true_regions",
-]
+__all__ = ["PRESETS", "BarlowTwinsAugment"]
 
 # The recipe of the paper (ImageNet) and the CIFAR recipe of solo-learn, as data.
 # Tuples of two are (view 1, view 2).
@@ -83,14 +65,14 @@ class BarlowTwinsAugment(keras.layers.Layer):
         **overrides: any key of `keras_barlow.augment.PRESETS[preset]`.
 
     Call arguments:
-        images: uint8 or float `(B, H, W, 3)` with values in [0, 255].
+        inputs: uint8 or float images `(B, H, W, 3)` with values in [0, 255],
+            or a full-resolution batch `{"images", "image_sizes"}` (the
+            loaders' batches of large images, see `keras_barlow.batches`):
+            images padded at the bottom and right to a common canvas and each
+            one's true `(height, width)`. The crops are then drawn on, and
+            resampled from, each image's own pixels, as torchvision crops the
+            decoded image.
         seed: optional int32 `(2,)` stateless seed for this call.
-        image_sizes: optional int `(B, 2)`: each image's true `(height, width)`
-            on a canvas padded at the bottom and right (the batches
-            `{"images", "image_sizes"}` of the loaders' full-resolution path).
-            The crops are then drawn on, and resampled from, each image's own
-            pixels, as torchvision crops the decoded image. None: the images fill
-            `(H, W)`.
 
     Returns:
         `(view1, view2)`, float32 `(B, image_size[0], image_size[1], 3)`.
@@ -154,31 +136,33 @@ class BarlowTwinsAugment(keras.layers.Layer):
             layers.append(RandomSolarize(options["solarize_probability"][view]))
         return layers
 
-    def call(self, images, seed=None, image_sizes=None):
-        images = validate_images(images)
-        seed = seed_for_call(self.seed_generator) if seed is None else seed
+    def call(self, inputs, seed=None):
+        images, image_sizes, _ = batches.unpack(inputs)
+        unit = to_unit_range(batches.validate_images(images))
+        if image_sizes is not None:
+            unit = batches.full_resolution_batch(unit, image_sizes)
+        seed = _backend.seed_for_call(self.seed_generator) if seed is None else seed
         seeds = _backend.split(_backend.as_seed(seed), 2)
-        unit = to_unit_range(images)
         return tuple(
-            self._distort(unit, layers, view_seed, image_sizes)
+            self._distort(unit, layers, view_seed)
             for layers, view_seed in zip(self.views, seeds, strict=True)
         )
 
-    def _distort(self, images, layers, seed, image_sizes=None):
+    def _distort(self, images, layers, seed):
+        """One view; the crop comes first and alone reads a full-resolution batch."""
         seeds = _backend.split(seed, len(layers))
-        crop, *others = layers  # the crop is first and the only one to see sizes
-        images = crop(images, seed=seeds[0], image_sizes=image_sizes)
-        for layer, layer_seed in zip(others, seeds[1:], strict=True):
+        for layer, layer_seed in zip(layers, seeds, strict=True):
             images = layer(images, seed=layer_seed)
         return normalize(images)
 
     def build(self, input_shape):
         # Nothing depends on the input shape; the random layers hold no weights.
+        input_shape = batches.images_shape(input_shape)
         for layer in (layer for view in self.views for layer in view):
             layer.build(input_shape)
 
     def compute_output_shape(self, input_shape):
-        shape = (input_shape[0], *self.image_size, 3)
+        shape = (batches.images_shape(input_shape)[0], *self.image_size, 3)
         return shape, shape
 
     def get_config(self):

@@ -236,7 +236,7 @@ def _batch_norm(x, options, name, last_in_block=False):
 
 def _resolve_sync_batch_norm(sync_batch_norm):
     if sync_batch_norm is None:
-        return _backend.strategy_replicas() > 1
+        return _backend.num_replicas() > 1
     if not isinstance(sync_batch_norm, bool):
         raise TypeError(
             "`sync_batch_norm` must be True, False or None (automatic). "
@@ -326,3 +326,23 @@ def convnet(input_shape=(32, 32, 3), width=32, sync_batch_norm=None, name="convn
         x = keras.layers.ReLU(name=f"relu{index}")(x)
     features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     return keras.Model(images, features, name=name)
+
+
+def encoder_input_shape(encoder):
+    """An encoder's input shape, or None when Keras does not know it.
+
+    A subclassed model that was never called has none; a multi-input model gives
+    a list of shapes.
+    """
+    try:
+        return encoder.input_shape
+    except (AttributeError, ValueError):
+        return None
+
+
+def encoder_image_size(encoder):
+    """The fixed `(height, width)` of an image encoder's input, or None if not fixed."""
+    shape = encoder_input_shape(encoder)
+    if not isinstance(shape, tuple) or len(shape) != 4 or None in shape[1:3]:
+        return None
+    return tuple(shape[1:3])

@@ -18,73 +18,25 @@ outputs are float32 images in [0, 1] of shape `(B, H, W, 3)`.
 import keras
 from keras import ops
 
-from keras_barlow import _backend
+from keras_barlow import _backend, batches
 from keras_barlow import _checks as checks
 from keras_barlow.image_ops import (
     TO_GRAY_MATRIX,
     adjust_hue,
     apply_color_matrices,
     apply_separable,
+    batch_height_width,
     blend_at,
     gaussian_matrices,
-    normalize,
     resize_matrices,
     sample_crop_boxes,
     solarize,
-    to_unit_range,
+    true_height_width,
 )
-
-
-def seed_for_call(seed_generator):
-    """A new int32 `(2,)` seed from a layer's generator, different on every replica."""
-    return _backend.fold_in_replica_id(ops.cast(seed_generator.next(), "int32"))
 
 
 def _bernoulli(seed, batch_size, probability):
     return _backend.uniform(seed, (batch_size,)) < probability
-
-
-def _batch_height_width(images):
-    height, width = images.shape[1], images.shape[2]
-    if height is None or width is None:
-        raise ValueError(
-            "Image height and width must be known when the graph is built. "
-            f"Received: shape {images.shape}. Resize images to a fixed size in the "
-            "input pipeline (see keras_barlow.data)."
-        )
-    return ops.shape(images)[0], height, width
-
-
-def _true_height_width(image_sizes, height, width):
-    """Float32 `(B,)` heights and widths from `(B, 2)` sizes, within the canvas."""
-    sizes = ops.cast(image_sizes, "float32")
-    return (
-        ops.clip(sizes[:, 0], 1.0, float(height)),
-        ops.clip(sizes[:, 1], 1.0, float(width)),
-    )
-
-
-def resized_true_regions(images, image_sizes, size):
-    """Each image's true region resized (bicubic, antialiased) and normalized.
-
-    The deterministic counterpart of the crop for full-resolution batches: no
-    random box, the whole `(height, width)` of each image on its canvas.
-
-    Args:
-        images: uint8 or float `(B, H, W, 3)` in [0, 255], padded canvases.
-        image_sizes: int `(B, 2)`, each image's true `(height, width)`.
-        size: `(height, width)` of the output.
-
-    Returns:
-        float32 `(B, size[0], size[1], 3)`, normalized with the ImageNet statistics.
-    """
-    unit = to_unit_range(images)
-    _, height, width = _batch_height_width(unit)
-    true_height, true_width = _true_height_width(image_sizes, height, width)
-    zeros = ops.zeros_like(true_height)
-    rows = resize_matrices(height, size[0], zeros, true_height)
-    cols = resize_matrices(width, size[1], zeros, true_width)
-    return normalize(ops.clip(apply_separable(unit, rows, cols), 0.0, 1.0))
 
 
 # ----------------------------------------------------------------------------------
@@ -94,8 +46,10 @@ def resized_true_regions(images, image_sizes, size):
 class RandomLayer(keras.layers.Layer):
     """Base of the random layers: per-sample draws from a stateless seed.
 
-    `call(images, seed=None)` draws with `get_random_transformation(images, seed)`
-    and applies with `transform_images(images, transformation)`. Without `seed`, the
+    `call(inputs, seed=None)` draws with `get_random_transformation(inputs,
+    seed)` and applies with `transform_images(images, transformation)`; `inputs`
+    is the images or, for the crop, a full-resolution batch (see
+    `keras_barlow.batches`). Without `seed`, the
     layer's own `keras.random.SeedGenerator` supplies one per call. `BarlowTwins`
     passes an explicit seed derived from the training step and the replica, so
     draws differ across steps and replicas and are reproducible after a restart.
@@ -109,12 +63,10 @@ class RandomLayer(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, images, seed=None):
-        seed = seed_for_call(self.seed_generator) if seed is None else seed
-        seed = _backend.as_seed(seed)
-        return self.transform_images(
-            images, self.get_random_transformation(images, seed)
-        )
+    def call(self, inputs, seed=None):
+        seed = _backend.seed_for_call(self.seed_generator) if seed is None else seed
+        transformation = self.get_random_transformation(inputs, _backend.as_seed(seed))
+        return self.transform_images(batches.first_images(inputs), transformation)
 
     def get_random_transformation(self, images, seed):
         raise NotImplementedError
@@ -145,7 +97,8 @@ class RandomApplyLayer(RandomLayer):
         self.probability = checks.probability("probability", probability)
 
     def get_random_transformation(self, images, seed):
-        return {"apply": _bernoulli(seed, ops.shape(images)[0], self.probability)}
+        batch_size = ops.shape(batches.first_images(images))[0]
+        return {"apply": _bernoulli(seed, batch_size, self.probability)}
 
     def get_config(self):
         return {**super().get_config(), "probability": self.probability}
@@ -167,15 +120,14 @@ class RandomResizedCrop(RandomLayer):
         seed: int seed for calls without an explicit seed.
 
     Call arguments:
-        images: float32 `(B, H, W, 3)` in [0, 1].
+        inputs: float32 images `(B, H, W, 3)` in [0, 1], or a full-resolution
+            batch `{"images", "image_sizes"}` (see `keras_barlow.batches`): images
+            padded at the bottom and right to a common `(H, W)` canvas and their
+            true sizes int `(B, 2)`. The boxes are then drawn on each true size
+            and the padding is never sampled.
         seed: optional int32 `(2,)` stateless seed for this call.
-        image_sizes: optional int `(B, 2)`, each sample's true `(height, width)`
-            when the images are padded at the bottom and right to a common
-            `(H, W)` canvas (the loaders' full-resolution batches): the boxes are
-            drawn on the true size and the padding is never sampled. None: every
-            image fills `(H, W)`.
 
-    Input shape: `(B, H, W, 3)` float32 in [0, 1].
+    Input shape: `(B, H, W, 3)` float32 in [0, 1] (or the dict above).
     Output shape: `(B, size[0], size[1], 3)` float32 in [0, 1].
     """
 
@@ -194,17 +146,12 @@ class RandomResizedCrop(RandomLayer):
         self.ratio = checks.interval("ratio", ratio, low=1e-6)
         self.flip_probability = checks.probability("flip_probability", flip_probability)
 
-    def call(self, images, seed=None, image_sizes=None):
-        seed = seed_for_call(self.seed_generator) if seed is None else seed
-        seed = _backend.as_seed(seed)
-        transformation = self.get_random_transformation(images, seed, image_sizes)
-        return self.transform_images(images, transformation)
-
-    def get_random_transformation(self, images, seed, image_sizes=None):
+    def get_random_transformation(self, inputs, seed):
         crop_seed, flip_seed = _backend.split(seed, 2)
-        batch_size, height, width = _batch_height_width(images)
+        images, image_sizes, _ = batches.unpack(inputs)
+        batch_size, height, width = batch_height_width(images)
         if image_sizes is not None:
-            height, width = _true_height_width(image_sizes, height, width)
+            height, width = true_height_width(image_sizes, height, width)
         top, left, box_height, box_width = sample_crop_boxes(
             crop_seed, batch_size, height, width, self.scale, self.ratio
         )
@@ -218,7 +165,7 @@ class RandomResizedCrop(RandomLayer):
         }
 
     def transform_images(self, images, transformation):
-        _, height, width = _batch_height_width(images)
+        _, height, width = batch_height_width(images)
         rows = resize_matrices(
             height, self.size[0], transformation["top"], transformation["height"]
         )
@@ -231,6 +178,7 @@ class RandomResizedCrop(RandomLayer):
         return ops.clip(apply_separable(images, rows, cols), 0.0, 1.0)
 
     def compute_output_shape(self, input_shape):
+        input_shape = batches.images_shape(input_shape)
         return (input_shape[0], *self.size, input_shape[-1])
 
     def get_config(self):
@@ -380,7 +328,7 @@ class RandomGaussianBlur(RandomApplyLayer):
         return {**super().get_random_transformation(images, apply_seed), "sigma": sigma}
 
     def transform_images(self, images, transformation):
-        _, height, width = _batch_height_width(images)
+        _, height, width = batch_height_width(images)
         apply = transformation["apply"][:, None, None]
         sigma = transformation["sigma"]
         rows = ops.where(apply, gaussian_matrices(height, sigma), ops.eye(height))

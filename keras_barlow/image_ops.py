@@ -286,3 +286,46 @@ def blend_at(images, order, position, factors):
 def _take_per_sample(values, index):
     """`values[b, index[b]]` for `(B, K)` values and `(B,)` indices."""
     return ops.take_along_axis(values, ops.cast(index, "int32")[:, None], axis=1)[:, 0]
+
+
+def batch_height_width(images):
+    height, width = images.shape[1], images.shape[2]
+    if height is None or width is None:
+        raise ValueError(
+            "Image height and width must be known when the graph is built. "
+            f"Received: shape {images.shape}. Resize images to a fixed size in the "
+            "input pipeline (see keras_barlow.data)."
+        )
+    return ops.shape(images)[0], height, width
+
+
+def true_height_width(image_sizes, height, width):
+    """Float32 `(B,)` heights and widths from `(B, 2)` sizes, within the canvas."""
+    sizes = ops.cast(image_sizes, "float32")
+    return (
+        ops.clip(sizes[:, 0], 1.0, float(height)),
+        ops.clip(sizes[:, 1], 1.0, float(width)),
+    )
+
+
+def resized_true_regions(images, image_sizes, size):
+    """Each image's true region resized (bicubic, antialiased) and normalized.
+
+    The deterministic counterpart of the crop for full-resolution batches: no
+    random box, the whole `(height, width)` of each image on its canvas.
+
+    Args:
+        images: uint8 or float `(B, H, W, 3)` in [0, 255], padded canvases.
+        image_sizes: int `(B, 2)`, each image's true `(height, width)`.
+        size: `(height, width)` of the output.
+
+    Returns:
+        float32 `(B, size[0], size[1], 3)`, normalized with the ImageNet statistics.
+    """
+    unit = to_unit_range(images)
+    _, height, width = batch_height_width(unit)
+    true_height, true_width = true_height_width(image_sizes, height, width)
+    zeros = ops.zeros_like(true_height)
+    rows = resize_matrices(height, size[0], zeros, true_height)
+    cols = resize_matrices(width, size[1], zeros, true_width)
+    return normalize(ops.clip(apply_separable(unit, rows, cols), 0.0, 1.0))

@@ -14,19 +14,17 @@ is refused as already scaled to [0, 1] (a resize can overshoot 1 a little): no
 batch of real [0, 255] images is that dark. All-zero batches pass.
 """
 
-import contextlib
 import sys
-import warnings
 
 import keras
 import numpy as np
-from keras import backend, ops
+from keras import backend
 
-from keras_barlow import _backend, losses
+from keras_barlow import _backend, batches
 
 BATCH_SPLIT_RULE = (
-    "The global batch must split into equal per-replica batches of at least 2 "
-    "samples (each replica computes batch statistics)."
+    "The global batch must split into equal shares across replicas or devices, "
+    "and batch statistics need at least 2 samples (per replica on TensorFlow)."
 )
 EMPTY_DATA_MESSAGE = (
     "The data is empty (no batch). Check the file pattern and any `filter`, and "
@@ -39,6 +37,12 @@ NO_SPLITTABLE_BATCH_MESSAGE = (
     "batch size that is a multiple of the number of replicas and at least twice "
     "that."
 )
+TOO_SMALL_BATCHES_MESSAGE = (
+    "No step was taken: every batch had fewer than 2 samples. Barlow Twins "
+    "normalizes the embeddings along the batch, which needs at least 2 samples "
+    "(per replica on TensorFlow). Use a batch size of at least 2 and data of at "
+    "least one such batch."
+)
 PIXEL_RULE = (
     "Float images must hold pixel values in [0, 255] (keras_barlow scales them "
     "itself; a batch whose largest value is below 2 is taken as scaled to [0, 1] "
@@ -50,108 +54,6 @@ PIXEL_ADVICE = (
 )
 # Below this, a float batch is taken for images scaled to [0, 1].
 UNIT_RANGE_LIMIT = 2.0
-
-
-def validate_images(images):
-    """Check that `images` is a `(B, H, W, 3)` batch of uint8 or float pixels.
-
-    Args:
-        images: a tensor or array.
-
-    Returns:
-        `images` as a tensor.
-
-    Raises:
-        ValueError: with what was received and what to do, on a wrong rank, a
-            channel count other than 3 or a non-numeric dtype.
-    """
-    images = ops.convert_to_tensor(images)
-    shape = tuple(images.shape)
-    if len(shape) != 4:
-        raise ValueError(
-            "Expected a batch of images of shape (batch_size, height, width, 3). "
-            f"Received: shape {shape}. Batch the dataset "
-            "(`dataset.batch(n)`) or add the missing axis."
-        )
-    if shape[-1] != 3:
-        raise ValueError(
-            f"Expected 3 color channels (RGB). Received: {shape[-1]} channels "
-            f"(shape {shape}). Convert grayscale images with "
-            "`tf.image.grayscale_to_rgb` and drop alpha channels first."
-        )
-    dtype = backend.standardize_dtype(images.dtype)
-    if not (dtype == "uint8" or backend.is_float_dtype(dtype)):
-        raise ValueError(
-            "Expected uint8 images or float images in [0, 255]. "
-            f"Received: dtype {dtype}. Cast them to uint8 first."
-        )
-    return images
-
-
-def encoder_input_shape(encoder):
-    """An encoder's input shape, or None when Keras does not know it.
-
-    A subclassed model that was never called has none; a multi-input model gives
-    a list of shapes.
-    """
-    try:
-        return encoder.input_shape
-    except (AttributeError, ValueError):
-        return None
-
-
-def encoder_image_size(encoder):
-    """The fixed `(height, width)` of an image encoder's input, or None if not fixed."""
-    shape = encoder_input_shape(encoder)
-    if not isinstance(shape, tuple) or len(shape) != 4 or None in shape[1:3]:
-        return None
-    return tuple(shape[1:3])
-
-
-# The keys of the loaders' full-resolution batches (`keras_barlow.data`): images
-# padded to a common canvas and their true sizes, optionally with labels.
-FULL_RESOLUTION_KEYS = ("images", "image_sizes")
-
-
-def is_full_resolution_batch(data):
-    """Whether `data` is a dict `{"images", "image_sizes"[, "labels"]}`."""
-    return isinstance(data, dict) and set(data) - {"labels"} == set(
-        FULL_RESOLUTION_KEYS
-    )
-
-
-def first_images(data):
-    """The images of a batch given to `fit`: the batch itself, or its first element.
-
-    Args:
-        data: images, a tuple `(images, labels, ...)` (Keras pads it with None),
-            or a full-resolution dict `{"images", "image_sizes"[, "labels"]}`.
-
-    Raises:
-        ValueError: on any other dict, or a tuple whose image-like element is not
-            first.
-    """
-    if is_full_resolution_batch(data):
-        return data["images"]
-    if isinstance(data, dict):
-        raise ValueError(
-            "Expected batches of images or of (images, labels). Received a dict with "
-            f"keys {sorted(data)}. Select the images first, e.g. "
-            "`dataset.map(lambda example: example['image'])`."
-        )
-    if not isinstance(data, (tuple, list)):
-        return data
-    elements = [element for element in data if element is not None]
-    shapes = [tuple(getattr(x, "shape", ())) for x in elements]
-    ranks = [len(shape) for shape in shapes]
-    if ranks[0] != 4 and 4 in ranks:
-        raise ValueError(
-            "The images must be the first element of each batch: (images, labels). "
-            f"Received elements of shapes {shapes}, element {ranks.index(4)} looks "
-            "like the images. Reorder them, e.g. "
-            "`dataset.map(lambda labels, images: (images, labels))`."
-        )
-    return elements[0]
 
 
 def check_pixel_range(images):
@@ -201,7 +103,7 @@ def checked_pixel_range(images):
     Returns:
         `images`, unchanged.
     """
-    images = validate_images(images)
+    images = batches.validate_images(images)
     dtype = backend.standardize_dtype(images.dtype)
     if _backend.BACKEND != "tensorflow" or not backend.is_float_dtype(dtype):
         return images
@@ -222,27 +124,92 @@ def checked_pixel_range(images):
         return tf.identity(images)
 
 
-def check_batch_split(batch_size, num_replicas):
-    """Raise unless `batch_size` splits into equal per-replica batches of >= 2.
+def batch_split_rule(num_replicas=None):
+    """`(shards, smallest)`: a global batch is a multiple of `shards`, >= `smallest`.
+
+    On TensorFlow every one of R replicas computes batch statistics on its share:
+    `(R, 2R)`. On JAX one program runs on the global batch, sharded over the
+    devices of the `keras.distribution` batch axis (those of this process, which
+    feeds its own share): `(devices, 2)`.
+
+    Args:
+        num_replicas: TensorFlow replicas sharing each batch; defaults to those of
+            the current strategy. Ignored on JAX.
+    """
+    if _backend.BACKEND != "tensorflow":
+        return _backend.local_batch_shards(), 2
+    shards = _backend.num_replicas() if num_replicas is None else num_replicas
+    return shards, 2 * shards
+
+
+def checked_image_sizes(images, image_sizes):
+    """`image_sizes`, made to wait for a check that they fit the canvas (TensorFlow).
+
+    The run-time counterpart of `batches.check_image_sizes`, which JAX runs on
+    the host: on JAX this returns `image_sizes` unchanged.
+
+    Args:
+        images: `(B, S, S, 3)` canvases.
+        image_sizes: int `(B, 2)` true `(height, width)`.
+    """
+    if _backend.BACKEND != "tensorflow":
+        return image_sizes
+    tf = _backend.tf
+    sizes = tf.cast(image_sizes, tf.int32)
+    canvas = tf.shape(images)[1:3]
+    valid = tf.reduce_all((sizes >= 1) & (sizes <= canvas))
+    check = tf.debugging.Assert(
+        valid,
+        [
+            f"{batches.IMAGE_SIZE_RULE} Received sizes from",
+            tf.reduce_min(sizes, axis=0),
+            "to",
+            tf.reduce_max(sizes, axis=0),
+            "on a canvas of",
+            canvas,
+            f". {batches.IMAGE_SIZE_ADVICE}",
+        ],
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(image_sizes)
+
+
+def check_batch_split(batch_size, shards, smallest=None):
+    """Raise unless `batch_size` is a multiple of `shards` and >= `smallest`.
 
     Args:
         batch_size: int, the global batch size.
-        num_replicas: int, replicas sharing each batch.
+        shards: int, replicas (TensorFlow) or devices (JAX) sharing each batch.
+        smallest: the smallest global batch; defaults to `2 * shards`, the
+            TensorFlow rule (see `batch_split_rule`).
 
     Raises:
-        ValueError: if `batch_size` is not a multiple of `num_replicas`, or gives
-            fewer than 2 samples per replica.
+        ValueError: if `batch_size` is not a multiple of `shards` or is below
+            `smallest`.
     """
-    if not splits_evenly(batch_size, num_replicas):
+    if not splits_evenly(batch_size, shards, smallest):
         raise ValueError(
             f"{BATCH_SPLIT_RULE} Received: a global batch of {batch_size} for "
-            f"{num_replicas} replicas. {batch_split_advice(num_replicas)}"
+            f"{shards} {_sharing(shards)}. {batch_split_advice(shards, smallest)}"
         )
 
 
-def splits_evenly(batch_size, num_replicas):
-    """Whether a batch size (int or tensor) splits into per-replica batches of >= 2."""
-    return (batch_size % num_replicas == 0) & (batch_size >= 2 * num_replicas)
+def splits_evenly(batch_size, shards, smallest=None):
+    """Whether a batch size (int or tensor) follows the split rule."""
+    smallest = 2 * shards if smallest is None else smallest
+    return (batch_size % shards == 0) & (batch_size >= smallest)
+
+
+def batch_split_advice(shards, smallest=None):
+    smallest = 2 * shards if smallest is None else smallest
+    return (
+        "Batch the dataset with `drop_remainder=True` and a global batch size that "
+        f"is a multiple of {shards} and at least {smallest}."
+    )
+
+
+def _sharing(shards):
+    return "replica(s)" if _backend.BACKEND == "tensorflow" else "device(s)"
 
 
 def is_tf_dataset(x):
@@ -253,27 +220,26 @@ def is_tf_dataset(x):
 
 def static_batch_size(dataset):
     """The static batch size of a `tf.data.Dataset` of batches, else None."""
-    shape = _first_leaf(dataset.element_spec).shape
+    shape = batches.first_images(dataset.element_spec).shape
     return shape[0] if shape.rank else None
 
 
 def check_global_batch(dataset, num_replicas=None):
-    """Raise unless a dataset's batches split evenly into per-replica batches of >= 2.
+    """Raise unless a `tf.data.Dataset`'s static batch size follows the split rule.
 
-    The loss needs batch statistics on every replica, and the replicas must hold
-    equal shares of the global batch. This checks the static batch size of a
-    `tf.data.Dataset` at once (`check_batch_split`); batches of a size unknown
-    until run time (no `drop_remainder=True`) are handled by `BarlowTwins.fit`,
-    which skips those that do not split (a short last batch).
+    The loss needs batch statistics on every replica, and the replicas (devices
+    on JAX) must hold equal shares of the global batch (`batch_split_rule`).
+    Batches of a size unknown until run time (no `drop_remainder=True`) are left
+    to `BarlowTwins.fit`, which skips those that do not split (a short last
+    batch).
 
     Args:
         dataset: a `tf.data.Dataset` of batches; anything else is not checked.
-        num_replicas: replicas sharing each batch; defaults to those of the
-            current `tf.distribute` strategy.
+        num_replicas: TensorFlow replicas sharing each batch; defaults to those
+            of the current `tf.distribute` strategy.
 
     Raises:
-        ValueError: if the global batch is not a multiple of `num_replicas`, or
-            gives fewer than 2 samples per replica.
+        ValueError: if the static global batch does not follow the rule.
 
     Example:
 
@@ -282,11 +248,9 @@ def check_global_batch(dataset, num_replicas=None):
     """
     if not is_tf_dataset(dataset):
         return
-    if num_replicas is None:
-        num_replicas = _backend.strategy_replicas()
     batch_size = static_batch_size(dataset)
     if batch_size is not None:
-        check_batch_split(batch_size, num_replicas)
+        check_batch_split(batch_size, *batch_split_rule(num_replicas))
 
 
 def checked_replica_batch(view1, view2):
@@ -309,8 +273,8 @@ def checked_replica_batch(view1, view2):
     local = view1.shape[0]
     if local is not None and local < 2:
         raise ValueError(
-            f"{BATCH_SPLIT_RULE} Received: a per-replica batch of {local} "
-            f"({replicas} replicas). {batch_split_advice(replicas)}"
+            f"{BATCH_SPLIT_RULE} Received: a batch of {local} in the step "
+            f"({replicas} replica(s)). {batch_split_advice(replicas)}"
         )
     if _backend.BACKEND != "tensorflow" or local is not None:
         return view1, view2
@@ -349,7 +313,7 @@ def check_not_empty(x):
     if is_tf_dataset(x):
         empty = int(x.cardinality()) == 0
     else:
-        arrays = x if isinstance(x, (tuple, list)) else [x]
+        arrays = keras.tree.flatten(x) if isinstance(x, (tuple, list, dict)) else [x]
         empty = any(
             getattr(array, "shape", None) is not None
             and len(array.shape)
@@ -358,129 +322,3 @@ def check_not_empty(x):
         )
     if empty:
         raise ValueError(EMPTY_DATA_MESSAGE)
-
-
-@contextlib.contextmanager
-def readable_run_time_errors():
-    """Re-raise a failed run-time check (this module's or the loss's) as a `ValueError`.
-
-    TensorFlow reports a failed `tf.debugging.Assert` as "Graph execution error"
-    with the node's trace first and the message last; the `ValueError` says what
-    was wrong and what to do first, with TensorFlow's error chained.
-    """
-    try:
-        yield
-    except Exception as error:
-        text = str(getattr(error, "message", error))
-        marker = "assertion failed: "
-        ours = (PIXEL_RULE, BATCH_SPLIT_RULE, losses.TOO_SMALL_BATCH_RULE)
-        if marker not in text or not any(rule in text for rule in ours):
-            raise
-        message = text[text.index(marker) + len(marker) :].split("\n")[0]
-        message = message.replace("] [", " ").strip("[] ").replace(" .", ".")
-        raise ValueError(message) from error
-
-
-def skipping_unsplittable_batches(dataset, num_replicas):
-    """A `tf.data.Dataset` of batches without those that do not split evenly.
-
-    Batches of a static size were checked already; a batch size unknown until
-    run time (no `drop_remainder=True`) may end an epoch with a short batch that
-    has no batch statistics. Such batches are skipped, with a warning now, so
-    that the epoch is not lost.
-    """
-    if static_batch_size(dataset) is not None:
-        return dataset
-    warnings.warn(
-        "The dataset's batch size is not static (batched without "
-        "`drop_remainder=True`): batches that do not split into equal "
-        f"per-replica batches of at least 2 ({num_replicas} replica(s)), such as a "
-        "short last batch, are skipped. "
-        f"{batch_split_advice(num_replicas)}",
-        stacklevel=3,
-    )
-    tf = sys.modules["tensorflow"]
-
-    def splits(*batch):
-        return splits_evenly(tf.shape(_first_leaf(batch))[0], num_replicas)
-
-    return dataset.filter(splits)
-
-
-def with_pixel_checks(x):
-    """`x` (arrays, a `PyDataset` or a `tf.data.Dataset`), checked on the host.
-
-    For the JAX backend, whose step cannot stop on a value: NumPy arrays are
-    checked at once, the batches of a `PyDataset` or a dataset as they come,
-    before the step that would use them.
-    """
-    if is_tf_dataset(x):
-        tf = sys.modules["tensorflow"]
-        spec = x.element_spec
-        if is_full_resolution_batch(spec) and spec["images"].dtype == tf.uint8:
-            return x  # the loaders' full-resolution batches: uint8, always in range
-
-        def checked(*batch):
-            images = tf.numpy_function(
-                _checked_numpy, [_first_leaf(batch)], _first_leaf(batch).dtype
-            )
-            images = tf.ensure_shape(images, _first_leaf(batch).shape)
-            return (images, *batch[1:]) if len(batch) > 1 else images
-
-        return x.map(checked)
-    if isinstance(x, keras.utils.PyDataset):
-        return _PixelCheckedPyDataset(x)
-    if x is not None and not isinstance(x, (tuple, list, dict)):
-        check_pixel_range(x)
-    elif isinstance(x, (tuple, list)) and x:
-        check_pixel_range(x[0])
-    return x
-
-
-def _checked_numpy(images):
-    check_pixel_range(images)
-    return images
-
-
-class _PixelCheckedPyDataset(keras.utils.PyDataset):
-    """A `PyDataset` whose batches pass `check_pixel_range` before they are used."""
-
-    def __init__(self, dataset):
-        super().__init__(
-            workers=dataset.workers,
-            use_multiprocessing=dataset.use_multiprocessing,
-            max_queue_size=dataset.max_queue_size,
-        )
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    @property
-    def num_batches(self):
-        return self.dataset.num_batches
-
-    def __getitem__(self, index):
-        batch = self.dataset[index]
-        check_pixel_range(first_images(batch))
-        return batch
-
-    def on_epoch_end(self):
-        self.dataset.on_epoch_end()
-
-
-def batch_split_advice(num_replicas):
-    return (
-        "Batch the dataset with `drop_remainder=True` and a global batch size that "
-        f"is a multiple of {num_replicas} and at least {2 * num_replicas}."
-    )
-
-
-def _first_leaf(structure):
-    while isinstance(structure, (tuple, list, dict)):
-        structure = (
-            next(iter(structure.values()))
-            if isinstance(structure, dict)
-            else structure[0]
-        )
-    return structure

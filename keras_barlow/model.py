@@ -1,13 +1,22 @@
 """The Barlow Twins model: encoder, projector, and a train step exact on R devices."""
 
 import inspect
+import math
 import random
 import warnings
 
 import keras
 from keras import ops
 
-from keras_barlow import _backend, input_checks, losses
+from keras_barlow import (
+    _backend,
+    backbones,
+    batches,
+    fit_data,
+    image_ops,
+    input_checks,
+    losses,
+)
 from keras_barlow import _checks as checks
 from keras_barlow import augment as augment_lib
 from keras_barlow._train_step import TrainStep
@@ -109,7 +118,7 @@ class BarlowTwins(TrainStep, keras.Model):
         projector_dims: sizes of the projector layers; the last is the
             embedding dimension D.
         lambd: weight of the off-diagonal (redundancy reduction) term, >= 0.
-        scale_loss: overall factor of the loss.
+        scale_loss: overall factor of the loss, > 0 and finite.
         augmenter: how views are made from the input images: a layer whose
             `call(images, seed=None)` returns `(view1, view2)` drawn from `seed`
             (int32 `(2,)`, given by the train step) such as `BarlowTwinsAugment`,
@@ -160,7 +169,9 @@ class BarlowTwins(TrainStep, keras.Model):
         self.projector = Projector(projector_dims, name="projector")
         self.projector_dims = self.projector.units
         self.lambd = float(checks.non_negative("lambd", lambd))
-        self.scale_loss = float(scale_loss)
+        self.scale_loss = float(
+            checks.number("scale_loss", scale_loss, 0, math.inf, True, True)
+        )
         self.augmenter = _make_augmenter(augmenter, encoder)
         self.correlation_method = checks.choice(
             "correlation_method", correlation_method, losses.METHODS
@@ -199,7 +210,7 @@ class BarlowTwins(TrainStep, keras.Model):
         self.on_diag_tracker = keras.metrics.Mean(name="on_diag")
         self.off_diag_tracker = keras.metrics.Mean(name="off_diag")
         self.std_tracker = keras.metrics.Mean(name="embedding_std")
-        encoder_shape = input_checks.encoder_input_shape(encoder)
+        encoder_shape = backbones.encoder_input_shape(encoder)
         if isinstance(encoder_shape, tuple) and len(encoder_shape) == 4:
             # Built now, from the encoder's input: Keras would otherwise build
             # the model from the first batch, whose images (before the crops) or
@@ -207,6 +218,7 @@ class BarlowTwins(TrainStep, keras.Model):
             self.build(encoder_shape)
             if self.augmenter is not None and not self.augmenter.built:
                 self.augmenter.build(encoder_shape)
+        self._skipped_small_batch = False
 
     @property
     def seed(self):
@@ -225,9 +237,9 @@ class BarlowTwins(TrainStep, keras.Model):
         ]
 
     def build(self, input_shape):
-        if input_checks.is_full_resolution_batch(input_shape):
+        if isinstance(input_shape, dict):
             # A full-resolution batch (a canvas): the encoder sees the views.
-            input_shape = self.augmenter.compute_output_shape(input_shape["images"])[0]
+            input_shape = self.augmenter.compute_output_shape(input_shape)[0]
         if not self.encoder.built:
             self.encoder.build(input_shape)
         if not self.projector.built:
@@ -236,14 +248,14 @@ class BarlowTwins(TrainStep, keras.Model):
     def call(self, images, training=None):
         """Projector embeddings `(B, D)` of normalized float images `(B, H, W, 3)`.
 
-        A full-resolution batch `{"images", "image_sizes"[, "labels"]}` (Keras
-        builds the model by calling it on the first batch) is embedded as each
-        image's true region resized to the views' size.
+        A full-resolution batch (see `keras_barlow.batches`; Keras builds a model
+        by calling it on the first batch) is embedded as each image's true
+        region resized to the views' size.
         """
-        if input_checks.is_full_resolution_batch(images):
-            size = self.augmenter.compute_output_shape(images["images"].shape)[0]
-            images = augment_lib.resized_true_regions(
-                images["images"], images["image_sizes"], size[1:3]
+        if batches.is_full_resolution(images):
+            size = self.augmenter.compute_output_shape(images)[0][1:3]
+            images = image_ops.resized_true_regions(
+                images[batches.IMAGES], images[batches.IMAGE_SIZES], size
             )
         return self.projector(
             self.encoder(images, training=training), training=training
@@ -286,17 +298,24 @@ class BarlowTwins(TrainStep, keras.Model):
 
     def fit(self, x=None, *args, **kwargs):
         # Static facts are checked at once, before Keras reads any data.
-        replicas = self._replicas()
-        input_checks.check_global_batch(x, replicas)
-        input_checks.check_global_batch(kwargs.get("validation_data"), replicas)
+        input_checks.check_global_batch(x, self._replicas())
+        input_checks.check_global_batch(kwargs.get("validation_data"), self._replicas())
         input_checks.check_not_empty(x)
         if input_checks.is_tf_dataset(x):
             kwargs.setdefault("shuffle", False)  # Keras would warn that it ignores it
         skips = input_checks.is_tf_dataset(x) and not input_checks.static_batch_size(x)
-        x = self._checked_data(x, replicas)
+        x = fit_data.prepared(
+            x,
+            batch_size=kwargs.get("batch_size", args[1] if len(args) > 1 else None),
+            shuffle=kwargs.get("shuffle", True),
+            seed=self._seed,
+            host_checks=self.augmenter is not None,
+        )
+        self._build_optimizer()
         steps_before = self._step_count()
+        self._skipped_small_batch = False
         empty = input_checks.NO_SPLITTABLE_BATCH_MESSAGE if skips else None
-        with input_checks.readable_run_time_errors(), warnings.catch_warnings():
+        with warnings.catch_warnings():
             if skips and kwargs.get("steps_per_epoch") is None:
                 # Skipping makes the dataset's size unknown until it ends, and
                 # Keras warns at every end of such a dataset.
@@ -308,34 +327,39 @@ class BarlowTwins(TrainStep, keras.Model):
                     raise ValueError(empty) from None
                 raise
         if history.epoch and self._step_count() == steps_before:
-            # Data of unknown size that turned out empty: Keras only warns.
+            # No step was taken: data of unknown size that turned out empty
+            # (Keras only warns), or only batches too small to train on.
+            if self._skipped_small_batch:
+                raise ValueError(input_checks.TOO_SMALL_BATCHES_MESSAGE)
             raise ValueError(empty or input_checks.EMPTY_DATA_MESSAGE)
         return history
 
     def evaluate(self, x=None, *args, **kwargs):
         input_checks.check_global_batch(x, self._replicas())
-        with input_checks.readable_run_time_errors():
-            return super().evaluate(x, *args, **kwargs)
+        return super().evaluate(x, *args, **kwargs)
 
     def _replicas(self):
         """Replicas of the strategy the model was built in (1 on JAX)."""
         if _backend.BACKEND != "tensorflow":
             return 1
-        return self.distribute_strategy.num_replicas_in_sync
+        return _backend.num_replicas(self.distribute_strategy)
 
-    def _checked_data(self, x, replicas):
-        """`x`, with what cannot be checked in the step checked before it.
+    def _build_optimizer(self):
+        """Build the optimizer's variables now, in the model's strategy.
 
-        A `tf.data.Dataset` batched without `drop_remainder` skips, with a
-        warning, the batches that do not split across replicas (a short last
-        batch): no epoch is lost. On JAX the pixel range of float images is
-        checked on the host (see `keras_barlow.input_checks`).
+        Keras builds them in the first step, which a step compiled by XLA
+        (`jit_compile=True`) cannot do: TensorFlow fails to lift the variable
+        creation out of the compiled function.
         """
-        if input_checks.is_tf_dataset(x):
-            x = input_checks.skipping_unsplittable_batches(x, replicas)
-        if _backend.BACKEND != "tensorflow" and self.augmenter is not None:
-            x = input_checks.with_pixel_checks(x)
-        return x
+        if not self.built or getattr(self, "optimizer", None) is None:
+            return
+        if self.optimizer.built:
+            return
+        if _backend.BACKEND == "tensorflow":
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+        else:
+            self.optimizer.build(self.trainable_variables)
 
     def _step_count(self):
         return int(ops.convert_to_numpy(self.train_step_count.value))
@@ -344,30 +368,32 @@ class BarlowTwins(TrainStep, keras.Model):
         """The two views of a batch as given to `fit`: see the class docstring.
 
         Args:
-            data: images, `(images, labels)`, a full-resolution dict
-                `{"images", "image_sizes"[, "labels"]}` (see `keras_barlow.data`),
-                or with `augmenter=None` `(x1, x2)`.
+            data: a batch in a form of `keras_barlow.batches` (images,
+                `(images, labels)` or a full-resolution dict), or with
+                `augmenter=None` a pair of views `(x1, x2)`.
             seed: int32 `(2,)` stateless seed of the augmentation draws.
 
         Returns:
             `(view1, view2)`, float `(B, H, W, 3)` each.
         """
         if self.augmenter is None:
-            # `(x1, x2)`, or `((x1, x2),)` from `fit(x=(x1, x2))` with arrays.
-            views = [view for view in keras.tree.flatten(data) if view is not None]
-            if len(views) != 2:
-                raise ValueError(
-                    "With `augmenter=None` the dataset must yield pairs of views "
-                    f"`(x1, x2)`. Received {len(views)} tensor(s) per batch; pass "
-                    "images to a model with an augmenter (e.g. augmenter='imagenet') "
-                    "instead."
-                )
-            return tuple(input_checks.validate_images(view) for view in views)
-        images = input_checks.checked_pixel_range(input_checks.first_images(data))
-        if input_checks.is_full_resolution_batch(data):
-            # Images padded to a canvas: the crops come from each one's true size.
-            return self.augmenter(images, seed=seed, image_sizes=data["image_sizes"])
-        return self.augmenter(images, seed=seed)
+            return _ready_views(data)
+        images, image_sizes, _ = batches.unpack(data)
+        images = input_checks.checked_pixel_range(images)
+        if image_sizes is None:
+            return self.augmenter(images, seed=seed)
+        if not isinstance(self.augmenter, augment_lib.BarlowTwinsAugment):
+            raise ValueError(
+                "Full-resolution batches (images padded to a canvas, with "
+                f"'{batches.IMAGE_SIZES}') need an augmenter that crops each "
+                f"image's true region. Received: {type(self.augmenter).__name__}. "
+                "Use keras_barlow.BarlowTwinsAugment (or a subclass), or load "
+                "the data with `full_resolution=False`."
+            )
+        image_sizes = input_checks.checked_image_sizes(images, image_sizes)
+        return self.augmenter(
+            batches.full_resolution_batch(images, image_sizes), seed=seed
+        )
 
     def _step_seed(self, step):
         """The augmentation seed of (model seed, step, replica): int32 `(2,)`.
@@ -427,6 +453,29 @@ class BarlowTwins(TrainStep, keras.Model):
         return cls(**config)
 
 
+def _ready_views(data):
+    """The pair `(x1, x2)` of ready views of a batch given with `augmenter=None`."""
+    if isinstance(data, (tuple, list)):
+        data = [element for element in data if element is not None]
+        if len(data) == 1:
+            data = data[0]  # `((x1, x2),)` from `fit(x=(x1, x2))` with arrays
+    if isinstance(data, dict) or not isinstance(data, (tuple, list)):
+        raise ValueError(
+            "With `augmenter=None` the data must be pairs of views "
+            "`(x1, x2)`. Received a batch of images or a full-resolution dict: "
+            "give the model an augmenter (e.g. augmenter='imagenet') to make the "
+            "views from images."
+        )
+    views = list(data)
+    if len(views) != 2:
+        raise ValueError(
+            "With `augmenter=None` the data must be pairs of views "
+            f"`(x1, x2)`. Received {len(views)} tensor(s) per batch; pass images "
+            "to a model with an augmenter (e.g. augmenter='imagenet') instead."
+        )
+    return tuple(batches.validate_images(view) for view in views)
+
+
 def _make_augmenter(augmenter, encoder):
     if augmenter is None:
         return None
@@ -440,7 +489,7 @@ def _make_augmenter(augmenter, encoder):
             )
         return augmenter
     if isinstance(augmenter, str):
-        image_size = input_checks.encoder_image_size(encoder)
+        image_size = backbones.encoder_image_size(encoder)
         if image_size is None:
             raise ValueError(
                 f"augmenter={augmenter!r} needs the encoder's input size, but the "

@@ -9,8 +9,8 @@ import numpy as np
 from keras import ops
 
 from keras_barlow import _checks as checks
+from keras_barlow.batches import validate_images
 from keras_barlow.image_ops import normalize, to_unit_range
-from keras_barlow.input_checks import validate_images
 
 
 @keras.saving.register_keras_serializable(package="keras_barlow")

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 import keras_barlow
-from keras_barlow import augment
+from keras_barlow import distortions
 
 SIZE = 8
 BATCH = 8
@@ -49,11 +49,11 @@ def tiny_model():
 def layers():
     """Each augmentation layer, by name, with the parameter names it draws."""
     return {
-        "crop": augment.RandomResizedCrop(CROP_SIZE),
-        "jitter": augment.RandomColorJitter(),
-        "grayscale": augment.RandomGrayscale(),
-        "blur": augment.RandomGaussianBlur(),
-        "solarize": augment.RandomSolarize(),
+        "crop": distortions.RandomResizedCrop(CROP_SIZE),
+        "jitter": distortions.RandomColorJitter(),
+        "grayscale": distortions.RandomGrayscale(),
+        "blur": distortions.RandomGaussianBlur(),
+        "solarize": distortions.RandomSolarize(),
     }
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import round_trip
 
-from keras_barlow import augment, image_ops, preprocessing
+from keras_barlow import augment, distortions, image_ops, preprocessing
 
 pytestmark = pytest.mark.core
 
@@ -39,7 +39,7 @@ def within_three_sigma(fraction, probability, count):
 
 def test_grayscale_probability():
     images = random_images(2000, size=4)
-    out = as_numpy(augment.RandomGrayscale(0.2)(images, seed=SEED))
+    out = as_numpy(distortions.RandomGrayscale(0.2)(images, seed=SEED))
     gray = np.all(
         np.isclose(out[..., 0], out[..., 1]) & np.isclose(out[..., 1], out[..., 2]),
         axis=(1, 2),
@@ -49,7 +49,7 @@ def test_grayscale_probability():
 
 def test_solarize_probability_and_threshold():
     images = np.full((2000, 2, 2, 3), 0.8, np.float32)
-    out = as_numpy(augment.RandomSolarize(0.2)(images, seed=SEED))
+    out = as_numpy(distortions.RandomSolarize(0.2)(images, seed=SEED))
     solarized = np.isclose(out[:, 0, 0, 0], 0.2)
     assert np.all(solarized | np.isclose(out[:, 0, 0, 0], 0.8))
     assert within_three_sigma(solarized.mean(), 0.2, 2000), solarized.mean()
@@ -59,7 +59,7 @@ def test_solarize_probability_and_threshold():
 
 def test_flip_probability():
     images = random_images(2000, size=6)
-    layer = augment.RandomResizedCrop(
+    layer = distortions.RandomResizedCrop(
         6, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_probability=0.5
     )
     out = as_numpy(layer(images, seed=SEED))
@@ -72,7 +72,7 @@ def test_flip_probability():
 def test_blur_probability():
     images = random_images(2000, size=8)
     out = as_numpy(
-        augment.RandomGaussianBlur(0.1, sigma_range=(1.0, 2.0))(images, seed=SEED)
+        distortions.RandomGaussianBlur(0.1, sigma_range=(1.0, 2.0))(images, seed=SEED)
     )
     changed = np.any(np.abs(out - images) > 1e-3, axis=(1, 2, 3))
     unchanged_exactly = np.all(out == images, axis=(1, 2, 3))
@@ -82,7 +82,7 @@ def test_blur_probability():
 
 def test_color_jitter_probability():
     images = random_images(2000, size=4) * 0.5 + 0.25  # no clipping at the start
-    out = as_numpy(augment.RandomColorJitter(probability=0.8)(images, seed=SEED))
+    out = as_numpy(distortions.RandomColorJitter(probability=0.8)(images, seed=SEED))
     changed = np.any(np.abs(out - images) > 1e-4, axis=(1, 2, 3))
     assert within_three_sigma(changed.mean(), 0.8, 2000), changed.mean()
 
@@ -104,7 +104,7 @@ def test_hue_matches_colorsys():
 
 
 def test_jitter_order_is_random_per_sample():
-    layer = augment.RandomColorJitter()
+    layer = distortions.RandomColorJitter()
     transformation = layer.get_random_transformation(random_images(500, size=2), SEED)
     orders = {tuple(order) for order in as_numpy(transformation["order"])}
     assert len(orders) == 24  # every permutation of the 4 adjustments occurs
@@ -166,7 +166,7 @@ def test_gaussian_blur_matches_numpy_convolution_in_the_interior():
     rng = np.random.default_rng(4)
     image = rng.uniform(size=(1, 32, 32, 3)).astype(np.float32)
     sigma = 1.5
-    layer = augment.RandomGaussianBlur(1.0, sigma_range=(sigma, sigma))
+    layer = distortions.RandomGaussianBlur(1.0, sigma_range=(sigma, sigma))
     out = as_numpy(layer(image, seed=SEED))[0]
     offsets = np.arange(-15, 16)
     kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
@@ -195,7 +195,7 @@ def numpy_gaussian_blur(image, sigma):
 @pytest.mark.parametrize("size", [8, 40])  # kernel wider than the image, and truncated
 def test_gaussian_blur_matches_numpy_including_the_border(size):
     images = random_images(6, size=size, seed=9)
-    layer = augment.RandomGaussianBlur(0.5, sigma_range=(0.5, 2.0))
+    layer = distortions.RandomGaussianBlur(0.5, sigma_range=(0.5, 2.0))
     transformation = layer.get_random_transformation(images, SEED)
     out = as_numpy(layer.transform_images(images, transformation))
     sigmas = as_numpy(transformation["sigma"])
@@ -231,7 +231,7 @@ def numpy_color_jitter(image, brightness, contrast, saturation, hue, order):
 
 def test_color_jitter_applies_the_drawn_order_per_sample_like_torchvision():
     images = random_images(96, size=3, seed=10)
-    layer = augment.RandomColorJitter(0.8, 0.8, 0.8, 0.4, probability=0.8)
+    layer = distortions.RandomColorJitter(0.8, 0.8, 0.8, 0.4, probability=0.8)
     transformation = layer.get_random_transformation(images, SEED)
     out = as_numpy(layer.transform_images(images, transformation))
     draws = {key: as_numpy(value) for key, value in transformation.items()}
@@ -322,7 +322,7 @@ def test_color_jitter_draws_each_factor_per_sample(name):
     _, strength, (low, high) = JITTER_RECIPE[name]
     strengths = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
     strengths[name] = strength
-    layer = augment.RandomColorJitter(**strengths, probability=1.0)
+    layer = distortions.RandomColorJitter(**strengths, probability=1.0)
     images = np.repeat(JITTER_IMAGE[None], 256, axis=0).astype(np.float32)
 
     # Identical images in, one factor per sample out, each a torchvision-like
@@ -370,7 +370,7 @@ def test_blur_sigma_is_drawn_per_sample():
     image[center, center, 0] = 1.0  # channel 0: a unit impulse, to read sigma from
     image[..., 1:] = np.random.default_rng(11).uniform(size=(size, size, 2))
     images = np.repeat(image[None], count, axis=0).astype(np.float32)
-    layer = augment.RandomGaussianBlur(1.0, sigma_range=(0.5, 2.0))
+    layer = distortions.RandomGaussianBlur(1.0, sigma_range=(0.5, 2.0))
     out = to_numpy(layer(images, seed=SEED))
     sigmas = impulse_center_to_sigma(out[:, center, center, 0], size, center)
     assert_uniform_per_sample(sigmas, 0.5, 2.0)
@@ -450,7 +450,7 @@ def test_presets_follow_the_recipe():
     cifar = augment.BarlowTwinsAugment(32, preset="cifar")
     assert cifar.get_config()["blur_probability"] == (0.0, 0.0)
     assert not any(
-        isinstance(layer, augment.RandomGaussianBlur)
+        isinstance(layer, distortions.RandomGaussianBlur)
         for view in cifar.views
         for layer in view
     )
@@ -580,9 +580,12 @@ def test_bad_images_raise_clear_errors(images, message):
 @pytest.mark.parametrize(
     "factory, message",
     [
-        (lambda: augment.RandomGrayscale(1.5), "Received: probability=1.5"),
-        (lambda: augment.RandomResizedCrop(8, scale=(0.5, 0.1)), "Received: scale="),
-        (lambda: augment.RandomColorJitter(hue=0.7), "Received: hue=0.7"),
+        (lambda: distortions.RandomGrayscale(1.5), "Received: probability=1.5"),
+        (
+            lambda: distortions.RandomResizedCrop(8, scale=(0.5, 0.1)),
+            "Received: scale=",
+        ),
+        (lambda: distortions.RandomColorJitter(hue=0.7), "Received: hue=0.7"),
         (lambda: augment.BarlowTwinsAugment(8, preset="stl"), "Received: preset='stl'"),
         (
             lambda: augment.BarlowTwinsAugment(8, blurr=1),
@@ -593,7 +596,7 @@ def test_bad_images_raise_clear_errors(images, message):
             lambda: preprocessing.Preprocessing((32, 32, 3)),
             r"Received: image_size=\(32, 32, 3\)",
         ),
-        (lambda: augment.RandomResizedCrop(8.5), "Received: size=8.5"),
+        (lambda: distortions.RandomResizedCrop(8.5), "Received: size=8.5"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(factory, message):
@@ -606,7 +609,7 @@ def test_seedless_calls_draw_differently_on_each_replica(mirrored_strategy):
     import tensorflow as tf
 
     with mirrored_strategy.scope():
-        layer = augment.RandomGrayscale(0.5)
+        layer = distortions.RandomGrayscale(0.5)
     images = random_images(64, size=2)
 
     @tf.function

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import tiny_encoder
 
-from keras_barlow import augment, image_ops
+from keras_barlow import augment, batches, distortions, image_ops
 
 SEED = np.array([11, 5], np.int32)
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
@@ -208,13 +208,14 @@ def test_view_equals_pil_crop_resize_of_the_original_on_a_padded_canvas(size):
         canvas[index, : image.shape[0], : image.shape[1]] = image
     image_sizes = np.array(shapes, np.int32)
 
-    layer = augment.RandomResizedCrop(size)
+    layer = distortions.RandomResizedCrop(size)
     unit = image_ops.to_unit_range(canvas)
+    batch = batches.full_resolution_batch(unit, image_sizes)
     transformation = layer.get_random_transformation(
-        unit, keras.ops.convert_to_tensor(SEED), image_sizes
+        batch, keras.ops.convert_to_tensor(SEED)
     )
     views = as_numpy(layer.transform_images(unit, transformation))
-    called = as_numpy(layer(unit, seed=SEED, image_sizes=image_sizes))
+    called = as_numpy(layer(batch, seed=SEED))
     np.testing.assert_array_equal(views, called)
 
     boxes = np.stack(
@@ -242,7 +243,7 @@ def test_model_embeds_a_dict_batch_as_its_true_regions_resized():
     originals = [textured_image(h, w, seed) for seed, (h, w) in enumerate(shapes)]
     for index, image in enumerate(originals):
         canvas[index, : image.shape[0], : image.shape[1]] = image
-    resized = augment.resized_true_regions(canvas, np.array(shapes), (24, 24))
+    resized = image_ops.resized_true_regions(canvas, np.array(shapes), (24, 24))
     mean = np.asarray(image_ops.IMAGENET_MEAN)
     std = np.asarray(image_ops.IMAGENET_STD)
     pixels = (as_numpy(resized).astype(np.float64) * std + mean) * 255.0
@@ -258,7 +259,7 @@ def test_without_image_sizes_the_augmentation_is_unchanged():
     layer = augment.BarlowTwinsAugment(24, "imagenet", seed=0)
     today = layer(images, seed=SEED)
     sizes = np.full((6, 2), 40, np.int32)
-    with_sizes = layer(images, seed=SEED, image_sizes=sizes)
+    with_sizes = layer(batches.full_resolution_batch(images, sizes), seed=SEED)
     for a, b in zip(today, with_sizes, strict=True):
         np.testing.assert_array_equal(as_numpy(a), as_numpy(b))
 
@@ -287,9 +288,9 @@ def large_folder(tmp_path):
     return tmp_path / "images", arrays
 
 
-def _by_size(batches):
-    images = np.concatenate([batch["images"] for batch in batches])
-    sizes = np.concatenate([batch["image_sizes"] for batch in batches])
+def _by_size(loaded):
+    images = np.concatenate([batch["images"] for batch in loaded])
+    sizes = np.concatenate([batch["image_sizes"] for batch in loaded])
     return images, sizes
 
 
@@ -301,12 +302,12 @@ def test_folder_training_batches_are_canvases_with_true_sizes(large_folder):
     dataset, info = data.from_image_folder(
         root, image_size=32, batch_size=2, max_side=64, with_info=True
     )
-    batches = list(dataset.as_numpy_iterator())
+    loaded = list(dataset.as_numpy_iterator())
     assert info.full_resolution and info.image_size == (64, 64)
-    assert set(batches[0]) == {"images", "image_sizes", "labels"}
-    assert batches[0]["images"].dtype == np.uint8
-    assert batches[0]["image_sizes"].dtype == np.int32
-    images, sizes = _by_size(batches)
+    assert set(loaded[0]) == {"images", "image_sizes", "labels"}
+    assert loaded[0]["images"].dtype == np.uint8
+    assert loaded[0]["image_sizes"].dtype == np.int32
+    images, sizes = _by_size(loaded)
     assert images.shape == (4, 64, 64, 3)
     expected_sizes = {(60, 40), (40, 60), (64, 13), (16, 16)}  # 100x20 is shrunk
     assert {tuple(size) for size in sizes} == expected_sizes
@@ -380,7 +381,7 @@ def test_tfds_training_data_come_at_full_resolution(tfds):
         dataset, info = data.from_tfds(
             "mnist", "test", image_size=8, batch_size=3, max_side=32, with_info=True
         )
-        batches = list(dataset.as_numpy_iterator())
+        loaded = list(dataset.as_numpy_iterator())
         evaluation = data.from_tfds(
             "mnist", "test", image_size=8, batch_size=3, training=False
         )
@@ -397,7 +398,7 @@ def test_tfds_training_data_come_at_full_resolution(tfds):
         )
         flower_images, flower_sizes = _by_size(list(flowers.as_numpy_iterator()))
     assert info.full_resolution and info.image_size == (32, 32)
-    images, sizes = _by_size(batches)
+    images, sizes = _by_size(loaded)
     assert images.shape == (6, 32, 32, 3) and np.all(sizes == 28)
     assert not images[:, 28:].any() and not images[:, :, 28:].any()
     np.testing.assert_array_equal(images[..., 0], images[..., 2])  # gray made RGB
@@ -517,13 +518,10 @@ def test_mirrored_fit_step_on_full_resolution_batches(large_folder, mirrored_str
 
 @pytest.mark.core
 def test_first_images_still_refuses_other_dicts():
-    from keras_barlow import input_checks
 
     batch = {"images": np.zeros((2, 4, 4, 3)), "image_sizes": np.zeros((2, 2))}
-    assert (
-        input_checks.first_images({**batch, "labels": np.zeros(2)}) is batch["images"]
-    )
+    assert batches.first_images({**batch, "labels": np.zeros(2)}) is batch["images"]
     with pytest.raises(ValueError, match="Received a dict with keys"):
-        input_checks.first_images({"image": np.zeros((2, 4, 4, 3))})
+        batches.first_images({"image": np.zeros((2, 4, 4, 3))})
     with pytest.raises(ValueError, match="Received a dict with keys"):
-        input_checks.first_images({**batch, "extra": 1})
+        batches.first_images({**batch, "extra": 1})

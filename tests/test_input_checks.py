@@ -78,7 +78,7 @@ def test_grayscale_images():
     message = fit_fails(
         batches(pixels(channels=1)), ValueError, "Expected 3 color channels"
     )
-    assert "Received: 1 channels" in message and "grayscale_to_rgb" in message
+    assert "Received: 1 channels" in message and "grayscale images to RGB" in message
 
 
 def test_float_pixels_outside_0_255():

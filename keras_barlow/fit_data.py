@@ -1,0 +1,278 @@
+"""The data given to `BarlowTwins.fit`, made ready for the step.
+
+What the step cannot check or survive is handled here, before Keras reads a
+batch:
+
+* Batches that do not split across replicas or devices (a short last batch)
+  are skipped with a warning, so no epoch is lost: a `tf.data.Dataset` batched
+  without `drop_remainder` is filtered, NumPy arrays on several JAX devices are
+  batched without a last batch that would not split, and any other iterable of
+  batches (a generator, a torch `DataLoader`, a list) leaves such batches out.
+  Keras takes iterables through a data adapter of its own (`DataAdapter` is
+  Keras' documented hook for custom data, although under `keras.src`).
+* On JAX, whose step cannot stop on a value, every batch is checked on the
+  host before its step: the pixel rule and the image sizes of
+  `keras_barlow.input_checks` / `keras_barlow.batches`. A `PyDataset` or Grain
+  batch that breaks a rule, or does not split, stops training with the rule.
+
+On TensorFlow the step checks the pixels and sizes itself (run-time
+assertions), and only the short batches of a dataset are handled here.
+"""
+
+import sys
+import warnings
+
+import keras
+import numpy as np
+from keras.src.trainers.data_adapters.data_adapter import DataAdapter
+
+from keras_barlow import _backend, batches, input_checks
+
+
+def prepared(x, batch_size=None, shuffle=True, seed=0, host_checks=True):
+    """`x` for `fit`: short batches skipped, and on JAX checked on the host.
+
+    Args:
+        x: the `x` given to `fit`: arrays (or a tuple or dict of them), a
+            `tf.data.Dataset`, a `keras.utils.PyDataset`, a Grain dataset or
+            any iterable of batches.
+        batch_size: the batch size of arrays (Keras' default 32 when None).
+        shuffle: whether arrays are shuffled every epoch.
+        seed: int seed of that shuffle, when arrays are rebatched here.
+        host_checks: whether to check the pixels and sizes on the host, on JAX
+            (with an augmenter; views given ready are not checked).
+
+    Returns:
+        What to give Keras' `fit` in place of `x`.
+    """
+    shards, smallest = input_checks.batch_split_rule()
+    host_checks = host_checks and _backend.BACKEND != "tensorflow"
+    if input_checks.is_tf_dataset(x):
+        x = skipping_unsplittable_batches(x, shards, smallest)
+        return _host_checked_tf_dataset(x) if host_checks else x
+    if _backend.BACKEND == "tensorflow" or x is None:
+        return x
+    if _is_arrays(x):
+        if host_checks:
+            check_on_host(x)
+        return _arrays_in_splitting_batches(x, batch_size, shuffle, seed, shards)
+    check = _checker(shards, smallest, host_checks)
+    if isinstance(x, keras.utils.PyDataset):
+        return _CheckedPyDataset(x, check)
+    if _is_grain_dataset(x):
+        return x.map(check)
+    if hasattr(x, "__iter__") and not isinstance(x, DataAdapter):
+        return _IterableAdapter(x, check, shards, smallest)
+    return x
+
+
+def check_on_host(batch):
+    """Raise unless a batch (NumPy or any array type) follows the rules.
+
+    The pixel rule (`input_checks.check_pixel_range`) and, for a
+    full-resolution batch, the image sizes (`batches.check_image_sizes`).
+    """
+    images, image_sizes, _ = batches.unpack(batch)
+    input_checks.check_pixel_range(images)
+    if image_sizes is not None:
+        batches.check_image_sizes(image_sizes, tuple(images.shape))
+
+
+def skipping_unsplittable_batches(dataset, shards, smallest=None):
+    """A `tf.data.Dataset` of batches without those that do not split evenly.
+
+    Batches of a static size were checked already; a batch size unknown until
+    run time (no `drop_remainder=True`) may end an epoch with a short batch that
+    has no batch statistics or does not split across replicas. Such batches are
+    skipped, with a warning now, so that the epoch is not lost.
+    """
+    if input_checks.static_batch_size(dataset) is not None:
+        return dataset
+    _warn_skipping("The dataset's batch size is not static", shards, smallest)
+    tf = sys.modules["tensorflow"]
+
+    def splits(*batch):
+        images = batches.first_images(batch[0] if len(batch) == 1 else batch)
+        return input_checks.splits_evenly(tf.shape(images)[0], shards, smallest)
+
+    return dataset.filter(splits)
+
+
+def _warn_skipping(cause, shards, smallest):
+    warnings.warn(
+        f"{cause}: batches that do not follow the rule, such as a short last "
+        f"batch, are skipped. {input_checks.BATCH_SPLIT_RULE} "
+        f"{input_checks.batch_split_advice(shards, smallest)}",
+        stacklevel=4,
+    )
+
+
+def _checker(shards, smallest, host_checks):
+    """A function that raises on a batch that breaks a rule, else returns it."""
+
+    def check(batch):
+        input_checks.check_batch_split(batches.batch_size_of(batch), shards, smallest)
+        if host_checks:
+            check_on_host(batch)
+        return batch
+
+    return check
+
+
+def _host_checked_tf_dataset(dataset):
+    """A `tf.data.Dataset` whose batches pass `check_on_host` before they are used."""
+    tf = sys.modules["tensorflow"]
+
+    def checked(*batch):
+        batch = batch[0] if len(batch) == 1 else batch
+        flat = tf.nest.flatten(batch)
+
+        def check(*values):
+            check_on_host(tf.nest.pack_sequence_as(batch, list(values)))
+            return values
+
+        values = tf.numpy_function(check, flat, [value.dtype for value in flat])
+        values = [
+            tf.ensure_shape(value, original.shape)
+            for value, original in zip(values, flat, strict=True)
+        ]
+        return tf.nest.pack_sequence_as(batch, values)
+
+    return dataset.map(checked)
+
+
+def _is_arrays(x):
+    leaves = keras.tree.flatten(x) if isinstance(x, (tuple, list, dict)) else [x]
+    return all(isinstance(leaf, np.ndarray) or _is_jax_array(leaf) for leaf in leaves)
+
+
+def _is_jax_array(value):
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(value, jax.Array)
+
+
+def _is_grain_dataset(x):
+    grain = sys.modules.get("grain")
+    return grain is not None and isinstance(x, (grain.MapDataset, grain.IterDataset))
+
+
+def _arrays_in_splitting_batches(arrays, batch_size, shuffle, seed, shards):
+    """Arrays as they are, or batched here when a last batch would not split.
+
+    Keras batches arrays itself and ends each epoch with the remainder, which
+    sharding cannot split over several devices (one sample on one device is
+    the no-op step of `JaxTrainStep`).
+    """
+    batch_size = 32 if batch_size is None else batch_size
+    count = len(keras.tree.flatten(arrays)[0])
+    input_checks.check_batch_split(min(batch_size, count), shards, 2)
+    remainder = count % batch_size
+    if shards == 1 or input_checks.splits_evenly(remainder, shards, 2) or not remainder:
+        return arrays
+    _warn_skipping(
+        f"{count} samples in batches of {batch_size} end with a batch of {remainder}",
+        shards,
+        2,
+    )
+    return _ArrayBatches(arrays, batch_size, shuffle, seed)
+
+
+class _ArrayBatches(keras.utils.PyDataset):
+    """Arrays in batches of `batch_size`, reshuffled each epoch, whole batches only."""
+
+    def __init__(self, arrays, batch_size, shuffle, seed):
+        super().__init__()
+        self.arrays = arrays
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.count = len(keras.tree.flatten(arrays)[0])
+        self.random = np.random.default_rng(seed)
+        self.order = self._new_order()
+
+    def _new_order(self):
+        order = np.arange(self.count)
+        return self.random.permutation(order) if self.shuffle else order
+
+    def __len__(self):
+        return self.count // self.batch_size
+
+    def __getitem__(self, index):
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        return keras.tree.map_structure(lambda array: array[rows], self.arrays)
+
+    def on_epoch_end(self):
+        self.order = self._new_order()
+
+
+class _CheckedPyDataset(keras.utils.PyDataset):
+    """A `PyDataset` whose batches pass `check` before they are used."""
+
+    def __init__(self, dataset, check):
+        super().__init__(
+            workers=dataset.workers,
+            use_multiprocessing=dataset.use_multiprocessing,
+            max_queue_size=dataset.max_queue_size,
+        )
+        self.dataset = dataset
+        self.check = check
+
+    def __len__(self):
+        return len(self.dataset)
+
+    @property
+    def num_batches(self):
+        return self.dataset.num_batches
+
+    def __getitem__(self, index):
+        return self.check(self.dataset[index])
+
+    def on_epoch_end(self):
+        self.dataset.on_epoch_end()
+
+
+class _IterableAdapter(DataAdapter):
+    """A Keras data adapter over any re-iterable of batches (JAX backend).
+
+    Each epoch iterates the iterable again (a torch `DataLoader`, a list); a
+    generator is read once. Batches that do not split are skipped with a
+    warning, the others pass `check` on the host and reach the step as NumPy.
+    """
+
+    def __init__(self, iterable, check, shards, smallest):
+        self.iterable = iterable
+        self.check = check
+        self.shards, self.smallest = shards, smallest
+        self.warned = False
+
+    def _batches(self):
+        for batch in self.iterable:
+            size = batches.batch_size_of(batch)
+            if not input_checks.splits_evenly(size, self.shards, self.smallest):
+                if not self.warned:
+                    _warn_skipping(f"A batch of {size}", self.shards, self.smallest)
+                    self.warned = True
+                continue
+            batch = keras.tree.map_structure(np.asarray, self.check(batch))
+            yield batch if isinstance(batch, tuple) else (batch,)
+
+    def get_numpy_iterator(self):
+        return self._batches()
+
+    def get_jax_iterator(self):
+        return self._batches()
+
+    @property
+    def num_batches(self):
+        return len(self.iterable) if hasattr(self.iterable, "__len__") else None
+
+    @property
+    def batch_size(self):
+        return getattr(self.iterable, "batch_size", None)
+
+    @property
+    def has_partial_batch(self):
+        return None
+
+    @property
+    def partial_batch_size(self):
+        return None
