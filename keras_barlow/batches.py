@@ -27,8 +27,8 @@ LABELS = "labels"
 FULL_RESOLUTION_KEYS = (IMAGES, IMAGE_SIZES)
 
 IMAGE_SIZE_RULE = (
-    f"Every `{IMAGE_SIZES}` entry must be an image's (height, width), from (1, 1) "
-    "to the canvas."
+    f"Every `{IMAGE_SIZES}` entry must be the (height, width) of its image, from "
+    "(1, 1) to the canvas."
 )
 IMAGE_SIZE_ADVICE = (
     "Put each image at the top left of its canvas and give its own size, or "
@@ -86,6 +86,8 @@ def unpack(data):
     elements = [element for element in data if element is not None]
     if not elements:
         raise ValueError("Received an empty batch: a tuple with no element.")
+    if isinstance(elements[0], dict):
+        return unpack(elements[0])  # `(batch,)`, as Keras wraps a dict batch
     ranks = [len(getattr(element, "shape", ())) for element in elements]
     if ranks[0] != 4 and 4 in ranks:
         shapes = [tuple(getattr(element, "shape", ())) for element in elements]

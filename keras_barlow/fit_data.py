@@ -142,13 +142,21 @@ def _host_checked_tf_dataset(dataset):
 
 
 def _is_arrays(x):
+    """Whether `x` is arrays, or a tuple, dict or list of arrays (as Keras reads it).
+
+    A list of tuples or dicts is an iterable of batches instead.
+    """
+    if isinstance(x, list) and not all(_is_array(element) for element in x):
+        return False
     leaves = keras.tree.flatten(x) if isinstance(x, (tuple, list, dict)) else [x]
-    return all(isinstance(leaf, np.ndarray) or _is_jax_array(leaf) for leaf in leaves)
+    return all(_is_array(leaf) for leaf in leaves)
 
 
-def _is_jax_array(value):
+def _is_array(value):
     jax = sys.modules.get("jax")
-    return jax is not None and isinstance(value, jax.Array)
+    return isinstance(value, np.ndarray) or (
+        jax is not None and isinstance(value, jax.Array)
+    )
 
 
 def _is_grain_dataset(x):

@@ -168,9 +168,9 @@ class BarlowTwins(TrainStep, keras.Model):
         self.encoder = encoder
         self.projector = Projector(projector_dims, name="projector")
         self.projector_dims = self.projector.units
-        self.lambd = float(checks.non_negative("lambd", lambd))
+        self.lambd = float(checks.number("lambd", lambd, 0, math.inf, high_open=True))
         self.scale_loss = float(
-            checks.number("scale_loss", scale_loss, 0, math.inf, True, True)
+            checks.number("scale_loss", scale_loss, 0, math.inf, True, high_open=True)
         )
         self.augmenter = _make_augmenter(augmenter, encoder)
         self.correlation_method = checks.choice(

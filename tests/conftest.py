@@ -83,6 +83,7 @@ def tfds(tmp_path, monkeypatch):
 # (pytest puts tests/ on sys.path.) Keras only, so that they run on every backend.
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 def tiny_encoder(
@@ -153,3 +154,29 @@ def value_and_gradients(loss_fn, variables):
     with tf.GradientTape() as tape:
         loss = loss_fn()
     return loss, tape.gradient(loss, variables)
+
+
+def to_numpy(x):
+    """A tensor of either backend (or a NumPy value) as a NumPy array."""
+    return keras.ops.convert_to_numpy(x)
+
+
+def uint8_images(count, size=16, seed=0):
+    """Random uint8 images `(count, size, size, 3)`."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+
+
+class StepLosses(keras.callbacks.Callback):
+    """The loss of every step of a `fit` (Keras logs the running mean of an epoch)."""
+
+    def on_train_begin(self, logs=None):
+        self.losses = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.total = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        total = float(logs["loss"]) * (batch + 1)
+        self.losses.append(total - self.total)
+        self.total = total

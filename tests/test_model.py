@@ -195,6 +195,11 @@ def test_model_config_round_trip():
         (dict(augmenter=3), TypeError, "Received: 3"),
         (dict(augmenter=keras.layers.Identity()), TypeError, "has no `seed`"),
         (dict(projector_dims=()), ValueError, "non-empty"),
+        (dict(scale_loss=-1.0), ValueError, "Received: scale_loss=-1.0"),
+        (dict(scale_loss=0), ValueError, "Received: scale_loss=0"),
+        (dict(scale_loss=float("nan")), ValueError, "Received: scale_loss=nan"),
+        (dict(scale_loss=float("inf")), ValueError, "Received: scale_loss=inf"),
+        (dict(lambd=float("inf")), ValueError, "Received: lambd=inf"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, error, message):

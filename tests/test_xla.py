@@ -5,7 +5,7 @@ import tensorflow as tf
 from conftest import tiny_encoder
 
 import keras_barlow
-from keras_barlow import image_ops
+from keras_barlow import batches, image_ops
 
 IMAGE_SIZE = 16
 
@@ -43,8 +43,9 @@ class LossPerStep(keras.callbacks.Callback):
         return np.diff(totals, prepend=0.0)
 
 
-def fit_losses(model, data, jit_compile, **fit_kwargs):
-    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit_compile)
+def fit_losses(model, data, jit_compile, optimizer=None, **fit_kwargs):
+    optimizer = optimizer or keras.optimizers.SGD(0.1)
+    model.compile(optimizer=optimizer, jit_compile=jit_compile)
     assert model.jit_compile is jit_compile
     recorder = LossPerStep()
     model.fit(
@@ -77,6 +78,47 @@ def test_jit_compiled_steps_match_uncompiled_steps():
     assert losses[True].shape == (2,) and np.isfinite(losses[True]).all()
     # Step 1: the same weights; step 2: the same update as well.
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [lambda: keras_barlow.LARS(0.5), lambda: keras.optimizers.Adam(0.01)],
+    ids=["lars", "adam"],
+)
+def test_jit_compiled_steps_match_with_the_presets_optimizers(make_optimizer):
+    # Keras builds an optimizer in its first step, which XLA cannot compile
+    # ("failed to lift variable creations"): BarlowTwins builds it before.
+    initial_weights = tiny_model(FixedViews()).get_weights()
+    losses = {}
+    for jit_compile in (False, True):
+        model = tiny_model(FixedViews())
+        model.set_weights(initial_weights)
+        losses[jit_compile] = fit_losses(
+            model, uint8_images(24), jit_compile, make_optimizer(), batch_size=8
+        )
+    assert losses[True].shape == (3,)
+    # Steps 2 and 3 follow the optimizer's updates (LARS' trust ratio, Adam's
+    # moments): the same on both sides.
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+
+
+def test_jit_compiled_step_trains_on_full_resolution_batches():
+    rng = np.random.default_rng(0)
+    canvas = rng.integers(0, 256, (8, 40, 40, 3)).astype(np.uint8)
+    sizes = rng.integers(10, 41, (8, 2)).astype(np.int32)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        batches.full_resolution_batch(canvas, sizes)
+    ).batch(4, drop_remainder=True)
+    model = tiny_model("imagenet")
+    start = model.get_weights()
+    model.compile(optimizer=keras_barlow.LARS(0.5), jit_compile=True)
+    history = model.fit(dataset, verbose=0)
+    assert model.jit_compile is True and np.isfinite(history.history["loss"][0])
+    assert int(model.optimizer.iterations.numpy()) == 2
+    assert any(
+        not np.array_equal(after, before)
+        for after, before in zip(model.get_weights(), start, strict=True)
+    )
 
 
 def test_builtin_augmentation_compiles_and_transforms_alike():
@@ -117,7 +159,10 @@ def test_auto_leaves_xla_off_on_a_cpu_only_machine():
 
 def test_jit_compile_falls_back_with_a_warning_on_several_replicas(mirrored_strategy):
     with mirrored_strategy.scope():
-        model = tiny_model(augmenter=None)
+        model = tiny_model(augmenter="imagenet")
         with pytest.warns(UserWarning, match="keras-team/keras#19005"):
-            model.compile(optimizer="sgd", jit_compile=True)
+            model.compile(optimizer=keras_barlow.LARS(0.5), jit_compile=True)
     assert model.jit_compile is False
+    history = model.fit(uint8_images(16), batch_size=8, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 2
+    assert np.isfinite(history.history["loss"][0])
