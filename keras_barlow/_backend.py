@@ -33,6 +33,28 @@ else:  # pragma: no cover - depends on the environment
         "KERAS_BACKEND=jax before importing keras."
     )
 
+TENSORFLOW_EXTRAS = (
+    "`pip install keras-barlow[cpu]` (tensorflow-cpu) or "
+    "`pip install keras-barlow[gpu]` (tensorflow[and-cuda])"
+)
+
+
+def import_tensorflow(feature):
+    """The `tensorflow` module, or an ImportError that says how to install it.
+
+    Args:
+        feature: what needs TensorFlow, for the message (e.g. "keras_barlow.export").
+    """
+    try:
+        import tensorflow
+    except ModuleNotFoundError as error:
+        raise ImportError(
+            f"{feature} needs TensorFlow. Install it with {TENSORFLOW_EXTRAS}; "
+            "the rest of keras_barlow runs without it on KERAS_BACKEND=jax."
+        ) from error
+    return tensorflow
+
+
 # The step counter: int64 on TensorFlow (as in the first releases' checkpoints);
 # JAX without x64 has no int64 and would warn.
 COUNTER_DTYPE = "int64" if BACKEND == "tensorflow" else "int32"

@@ -7,9 +7,11 @@ Images enter as uint8 or float in [0, 255] with shape `(B, H, W, 3)` and leave a
 float32 normalized with the ImageNet mean and standard deviation.
 """
 
+import inspect
+
 import keras
 
-from keras_barlow import _backend, batches
+from keras_barlow import _backend, backbones, batches
 from keras_barlow import _checks as checks
 from keras_barlow.distortions import (
     RandomColorJitter,
@@ -20,7 +22,7 @@ from keras_barlow.distortions import (
 )
 from keras_barlow.image_ops import normalize, to_unit_range
 
-__all__ = ["PRESETS", "BarlowTwinsAugment"]
+__all__ = ["PRESETS", "BarlowTwinsAugment", "make_augmenter"]
 
 # The recipe of the paper (ImageNet) and the CIFAR recipe of solo-learn, as data.
 # Tuples of two are (view 1, view 2).
@@ -173,3 +175,31 @@ class BarlowTwinsAugment(keras.layers.Layer):
             "seed": self.seed,
             **self.options,
         }
+
+
+def make_augmenter(augmenter, encoder):
+    """The augmenter of `BarlowTwins(augmenter=...)`: a layer, a preset name or None."""
+    if augmenter is None:
+        return None
+    if isinstance(augmenter, keras.layers.Layer):
+        if "seed" not in inspect.signature(augmenter.call).parameters:
+            raise TypeError(
+                "An augmenter layer must accept the step's seed: "
+                "`call(images, seed=None)` returning (view1, view2), with its random "
+                "draws taken from `seed` (an int32 tensor of shape (2,)) when given. "
+                f"Received: {type(augmenter).__name__}, whose call has no `seed`."
+            )
+        return augmenter
+    if isinstance(augmenter, str):
+        image_size = backbones.encoder_image_size(encoder)
+        if image_size is None:
+            raise ValueError(
+                f"augmenter={augmenter!r} needs the encoder's input size, but the "
+                "encoder has no fixed (height, width) input. Pass "
+                "`augmenter=keras_barlow.BarlowTwinsAugment(image_size, preset)`."
+            )
+        return BarlowTwinsAugment(image_size, preset=augmenter)
+    raise TypeError(
+        "`augmenter` must be a layer returning (view1, view2), a preset name "
+        f"or None. Received: {augmenter!r}"
+    )

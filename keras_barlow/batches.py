@@ -122,6 +122,33 @@ def augmenter_input(data):
     return full_resolution_batch(images, image_sizes)
 
 
+def ready_views(data):
+    """The pair `(x1, x2)` of ready views of a batch, for a model without augmenter.
+
+    Raises:
+        ValueError: on images, a full-resolution dict, or not two views.
+    """
+    if isinstance(data, (tuple, list)):
+        data = [element for element in data if element is not None]
+        if len(data) == 1:
+            data = data[0]  # `((x1, x2),)` from `fit(x=(x1, x2))` with arrays
+    if isinstance(data, dict) or not isinstance(data, (tuple, list)):
+        raise ValueError(
+            "With `augmenter=None` the data must be pairs of views "
+            "`(x1, x2)`. Received a batch of images or a full-resolution dict: "
+            "give the model an augmenter (e.g. augmenter='imagenet') to make the "
+            "views from images."
+        )
+    views = list(data)
+    if len(views) != 2:
+        raise ValueError(
+            "With `augmenter=None` the data must be pairs of views "
+            f"`(x1, x2)`. Received {len(views)} tensor(s) per batch; pass images "
+            "to a model with an augmenter (e.g. augmenter='imagenet') instead."
+        )
+    return tuple(validate_images(view) for view in views)
+
+
 def batch_size_of(data):
     """The static number of samples of a batch in any form, or None if unknown."""
     return first_images(data).shape[0]

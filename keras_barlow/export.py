@@ -15,7 +15,8 @@ Signatures:
   `serving_default` -> `{"embeddings": float32 (None, D)}`, the projector output.
 
 An empty request (0 images) gets `(0, F)` features (`(0, D)` embeddings). An item of
-a `serve_jpeg` batch that is not an image fails the request with its index.
+a `serve_jpeg` batch that is not a whole image file (other bytes, or a JPEG, PNG or
+GIF file cut short) fails the request with its index.
 """
 
 import os
@@ -23,11 +24,12 @@ import shutil
 import tempfile
 
 import keras
-import tensorflow as tf
 
+from keras_barlow import _backend, backbones, preprocessing
 from keras_barlow import _checks as checks
-from keras_barlow import input_checks, preprocessing
 from keras_barlow.model import BarlowTwins
+
+tf = _backend.import_tensorflow("keras_barlow.export")
 
 IMAGES_SPEC = tf.TensorSpec((None, None, None, 3), tf.uint8, name="images")
 IMAGE_BYTES_SPEC = tf.TensorSpec((None,), tf.string, name="image_bytes")
@@ -158,22 +160,25 @@ def _decode_and_preprocess(image_bytes, preprocess):
     """Encoded images of any sizes `(B,)` -> preprocessed float32 `(B, h, w, 3)`.
 
     Each image is decoded and brought to the encoder's size on its own, so one
-    request may mix sizes (and JPEG with PNG). An item whose first bytes are not
-    those of a JPEG, PNG, GIF or BMP file fails the request, its index in the
-    message.
+    request may mix sizes (and JPEG with PNG). An item whose first and last
+    bytes are not those of a JPEG, PNG, GIF or BMP file fails the request, its
+    index in the message.
     """
 
     def decode_one(item):
         index, encoded = item
-        known = tf.reduce_any(
-            [tf.strings.substr(encoded, 0, len(m)) == m for m in _IMAGE_MAGIC]
-        )
         message = tf.strings.format(
-            "image_bytes[{}] is not an encoded JPEG, PNG, GIF or BMP image (it "
-            "starts with {}). Send each image file's bytes as one item.",
-            (index, tf.strings.substr(encoded, 0, 8)),
+            "image_bytes[{}] is not a whole encoded JPEG, PNG, GIF or BMP image "
+            "(its first bytes are {}, its last {}). Send each image file's bytes, "
+            "complete, as one item.",
+            (
+                index,
+                tf.io.decode_raw(tf.strings.substr(encoded, 0, 4), tf.uint8),
+                tf.io.decode_raw(_last_bytes(encoded, 4), tf.uint8),
+            ),
         )
-        with tf.control_dependencies([tf.debugging.Assert(known, [message])]):
+        check = tf.debugging.Assert(_is_whole_image(encoded), [message])
+        with tf.control_dependencies([check]):
             image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
         return preprocess(image[tf.newaxis])[0]
 
@@ -186,8 +191,30 @@ def _decode_and_preprocess(image_bytes, preprocess):
     )
 
 
-# The first bytes of the formats `tf.io.decode_image` reads.
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+# The first and last bytes of the formats `tf.io.decode_image` reads: a file cut
+# short (a truncated upload) lacks its end marker. BMP has none.
+_IMAGE_MARKERS = (
+    (b"\xff\xd8\xff", b"\xff\xd9"),  # JPEG: start and end of image
+    (b"\x89PNG", b"IEND\xaeB`\x82"),  # PNG: the IEND chunk and its CRC
+    (b"GIF8", b";"),  # GIF: the trailer
+    (b"BM", b""),
+)
+
+
+def _is_whole_image(encoded):
+    """Whether scalar string `encoded` starts and ends as an image file does."""
+    return tf.reduce_any(
+        [
+            (tf.strings.substr(encoded, 0, len(start)) == start)
+            & (_last_bytes(encoded, len(end)) == end)
+            for start, end in _IMAGE_MARKERS
+        ]
+    )
+
+
+def _last_bytes(encoded, count):
+    start = tf.maximum(tf.strings.length(encoded) - count, 0)
+    return tf.strings.substr(encoded, start, count)
 
 
 def _split_model(model_or_encoder, include_projector):
@@ -214,7 +241,7 @@ def _check_encoder(encoder):
             f"The encoder {encoder.name!r} has no weights yet. Train it, or call it "
             "once on a batch of images, before exporting it."
         )
-    shape = input_checks.encoder_input_shape(encoder)
+    shape = backbones.encoder_input_shape(encoder)
     if shape is not None and (
         not isinstance(shape, tuple) or len(shape) != 4 or shape[-1] != 3
     ):
@@ -237,12 +264,12 @@ def _check_features(features):
 
 
 def _resolve_image_size(encoder, image_size):
-    fixed = input_checks.encoder_image_size(encoder)
+    fixed = backbones.encoder_image_size(encoder)
     if image_size is None:
         if fixed is None:
             raise ValueError(
                 f"The encoder {encoder.name!r} has no fixed input size (input "
-                f"shape {input_checks.encoder_input_shape(encoder)}), so `image_size` "
+                f"shape {backbones.encoder_input_shape(encoder)}), so `image_size` "
                 "is needed. Pass the size it was trained on, e.g. image_size=224."
             )
         return fixed

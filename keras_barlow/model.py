@@ -1,6 +1,5 @@
 """The Barlow Twins model: encoder, projector, and a train step exact on R devices."""
 
-import inspect
 import math
 import random
 import warnings
@@ -132,10 +131,16 @@ class BarlowTwins(TrainStep, keras.Model):
             (`train_step_count`) and the replica only, both saved with the
             weights, so a resumed run draws what an uninterrupted one would.
 
-    Data for `fit` / `evaluate`: uint8 or float images in [0, 255] of shape
-    `(B, H, W, 3)` (a `tf.data.Dataset`, NumPy arrays with `batch_size`, or a
-    `keras.utils.PyDataset`), or `(images, labels)` with the labels ignored; with
-    `augmenter=None`, pairs `(x1, x2)` of ready views.
+    Data for `fit` / `evaluate`: batches in a form of `keras_barlow.batches`:
+    uint8 or float images in [0, 255] of shape `(B, H, W, 3)`, `(images,
+    labels)` with the labels ignored, or the loaders' full-resolution dicts
+    `{"images", "image_sizes"[, "labels"]}`; with `augmenter=None`, pairs
+    `(x1, x2)` of ready views. They may come as NumPy arrays with `batch_size`,
+    a `tf.data.Dataset`, a `keras.utils.PyDataset`, a Grain dataset, or (on
+    JAX) any other iterable of batches such as a generator or a torch
+    `DataLoader`. A batch that breaks the input rules (`keras_barlow.input_checks`)
+    stops training before its step; a short last batch that does not split
+    across replicas or devices is skipped with a warning (`keras_barlow.fit_data`).
 
     Example:
 
@@ -172,7 +177,7 @@ class BarlowTwins(TrainStep, keras.Model):
         self.scale_loss = float(
             checks.number("scale_loss", scale_loss, 0, math.inf, True, high_open=True)
         )
-        self.augmenter = _make_augmenter(augmenter, encoder)
+        self.augmenter = augment_lib.make_augmenter(augmenter, encoder)
         self.correlation_method = checks.choice(
             "correlation_method", correlation_method, losses.METHODS
         )
@@ -377,7 +382,7 @@ class BarlowTwins(TrainStep, keras.Model):
             `(view1, view2)`, float `(B, H, W, 3)` each.
         """
         if self.augmenter is None:
-            return _ready_views(data)
+            return batches.ready_views(data)
         images, image_sizes, _ = batches.unpack(data)
         images = input_checks.checked_pixel_range(images)
         if image_sizes is None:
@@ -451,53 +456,3 @@ class BarlowTwins(TrainStep, keras.Model):
                 config["augmenter"]
             )
         return cls(**config)
-
-
-def _ready_views(data):
-    """The pair `(x1, x2)` of ready views of a batch given with `augmenter=None`."""
-    if isinstance(data, (tuple, list)):
-        data = [element for element in data if element is not None]
-        if len(data) == 1:
-            data = data[0]  # `((x1, x2),)` from `fit(x=(x1, x2))` with arrays
-    if isinstance(data, dict) or not isinstance(data, (tuple, list)):
-        raise ValueError(
-            "With `augmenter=None` the data must be pairs of views "
-            "`(x1, x2)`. Received a batch of images or a full-resolution dict: "
-            "give the model an augmenter (e.g. augmenter='imagenet') to make the "
-            "views from images."
-        )
-    views = list(data)
-    if len(views) != 2:
-        raise ValueError(
-            "With `augmenter=None` the data must be pairs of views "
-            f"`(x1, x2)`. Received {len(views)} tensor(s) per batch; pass images "
-            "to a model with an augmenter (e.g. augmenter='imagenet') instead."
-        )
-    return tuple(batches.validate_images(view) for view in views)
-
-
-def _make_augmenter(augmenter, encoder):
-    if augmenter is None:
-        return None
-    if isinstance(augmenter, keras.layers.Layer):
-        if "seed" not in inspect.signature(augmenter.call).parameters:
-            raise TypeError(
-                "An augmenter layer must accept the step's seed: "
-                "`call(images, seed=None)` returning (view1, view2), with its random "
-                "draws taken from `seed` (an int32 tensor of shape (2,)) when given. "
-                f"Received: {type(augmenter).__name__}, whose call has no `seed`."
-            )
-        return augmenter
-    if isinstance(augmenter, str):
-        image_size = backbones.encoder_image_size(encoder)
-        if image_size is None:
-            raise ValueError(
-                f"augmenter={augmenter!r} needs the encoder's input size, but the "
-                "encoder has no fixed (height, width) input. Pass "
-                "`augmenter=keras_barlow.BarlowTwinsAugment(image_size, preset)`."
-            )
-        return augment_lib.BarlowTwinsAugment(image_size, preset=augmenter)
-    raise TypeError(
-        "`augmenter` must be a layer returning (view1, view2), a preset name "
-        f"or None. Received: {augmenter!r}"
-    )

@@ -332,8 +332,8 @@ def test_size_free_encoder_exports_at_the_requested_size(tmp_path):
     # Mean over the 8x8 center crop of the image resized to 14x8 (shorter side 8).
     resized = tf.image.resize(images / 255.0, (14, 8), antialias=True)[:, 3:11]
     expected = (
-        np.mean(resized, axis=(1, 2)) - keras_barlow.augment.IMAGENET_MEAN
-    ) / keras_barlow.augment.IMAGENET_STD
+        np.mean(resized, axis=(1, 2)) - keras_barlow.image_ops.IMAGENET_MEAN
+    ) / keras_barlow.image_ops.IMAGENET_STD
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
 
 
@@ -357,3 +357,9 @@ def test_empty_request_gets_no_features_and_bad_jpeg_item_is_named(
     assert good.shape == (3, FEATURES)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[2\] is"):
         served["serve_jpeg"](image_bytes=tf.constant([*jpeg, b"not an image", png]))
+    cut_short = [jpeg[1][: len(jpeg[1]) // 2], b"\xff\xd8\xff" + b"junk" * 8, png[:-20]]
+    for bad in cut_short:
+        with pytest.raises(
+            tf.errors.InvalidArgumentError, match=r"image_bytes\[1\] is"
+        ):
+            served["serve_jpeg"](image_bytes=tf.constant([jpeg[0], bad]))
