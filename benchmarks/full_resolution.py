@@ -1,62 +1,61 @@
-"""Training pairs/s from ~500 x 375 JPEGs: resize-first against full resolution.
+"""Full-resolution crops against resize-first: the input pipeline and the step.
 
-Writes `--images` JPEGs of 500 x 375 and 375 x 500 pixels (random smooth content
-plus fine noise, about the size of ImageNet photos) into a temporary folder, then
-measures, for both paths of `keras_barlow.data.from_image_folder` at
-`--image_size`:
+Writes `--images` JPEGs of 500 x 375 and 375 x 500 pixels (smooth random content
+plus noise, about the size of ImageNet photos) and loads them with
+`keras_barlow.data.from_image_folder` at `--image_size` both ways:
 
-* `resize_first` (`full_resolution=False`, the only path before): every image
-  resized to `image_size` in the input pipeline, the crop cut from that copy;
-* `full_resolution` (the default for such data): every image on a 512 x 512
-  canvas with its true size, the crop cut from the original pixels in the model.
+* `resize_first` (`full_resolution=False`): every image resized to `image_size`
+  in the input pipeline, the crop cut from that copy;
+* `full_resolution`: every image on a `--max_side` canvas with its true size,
+  each view's crop resampled from the original pixels in the train step.
 
-For each path three numbers, each in its own JSON line:
-
-* `pipeline`: images/s of iterating the dataset alone (decode, resize or pad,
-  batch), no model;
-* `step`: image pairs/s of the train step alone, on one batch held in memory
-  (augmentation of both views + a small encoder + projector + loss + SGD);
-* `fit`: image pairs/s of `model.fit` on the loader, both together.
-
-The encoder is deliberately small (the step is then mostly the augmentation, the
-part that changes); with a ResNet-50 the step, not the input, dominates.
+Two lines, each timing both paths in interleaved rounds: `pipeline` (images/s
+of iterating the loader alone: decode, resize or pad, batch) and `step` (image
+pairs/s of the library's train step on one batch of the loader held on the
+device: augmentation of both views, encoder, projector, loss, SGD). The encoder
+is `--backbone`: the tiny `convnet` makes the step mostly augmentation (the part
+that changes), `ResNet50` shows the share in a real step.
 
 Usage:
 
-    python benchmarks/full_resolution.py                      # 224 px, batch 32
-    python benchmarks/full_resolution.py --images 64 --steps 2 --batch_size 8
+    python benchmarks/full_resolution.py                    # convnet, 224 px, batch 32
+    python benchmarks/full_resolution.py --backbone ResNet50 --projector 2048 \\
+        --batch_size 8 --images 64
 """
 
-import statistics  # noqa: I001 (_common sets the environment before TensorFlow loads)
-import tempfile
-import time
 import pathlib
+import sys
+import tempfile
 
-from _common import StepTimer, emit, log, new_parser
-
+import harness
 import keras
 import numpy as np
-import tensorflow as tf
+import workloads
+from PIL import Image
 
-import keras_barlow
 from keras_barlow import data
 
-PATHS = {"resize_first": False, "full_resolution": None}
+PATHS = {"resize_first": False, "full_resolution": True}
+SMOKE = {
+    "image_size": 32,
+    "images": 8,
+    "batch_size": 4,
+    "max_side": 64,
+    "projector": [32],
+    "rounds": 1,
+    "round_s": 0.1,
+}
 
 
 def make_flags(argv=None):
-    parser = new_parser(__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--images", type=int, default=256, help="JPEGs written")
+    parser.add_argument("--images", type=int, default=128, help="JPEGs written")
     parser.add_argument("--batch_size", type=int, default=32, help="image pairs")
-    parser.add_argument("--steps", type=int, default=6, help="timed steps / batches")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed first ones")
-    parser.add_argument("--preset", default="imagenet")
+    parser.add_argument("--backbone", default="convnet")
+    parser.add_argument("--projector", type=int, nargs="+", default=[256, 256])
     parser.add_argument("--max_side", type=int, default=512)
-    parser.add_argument(
-        "--rounds", type=int, default=2, help="rounds, the two paths alternating"
-    )
-    return parser.parse_args(argv)
+    return harness.parse(parser, argv, SMOKE)
 
 
 def write_jpegs(folder, count, seed=0):
@@ -66,29 +65,15 @@ def write_jpegs(folder, count, seed=0):
     for index in range(count):
         height, width = (375, 500) if index % 2 == 0 else (500, 375)
         coarse = rng.uniform(0, 255, (height // 25 + 1, width // 25 + 1, 3))
-        smooth = tf.image.resize(coarse[None], (height, width), "bicubic")[0].numpy()
-        image = np.clip(smooth + rng.normal(0, 12, (height, width, 3)), 0, 255)
-        contents = tf.io.encode_jpeg(image.astype(np.uint8), quality=90).numpy()
-        (folder / f"{index:05d}.jpg").write_bytes(contents)
+        smooth = Image.fromarray(coarse.astype(np.uint8)).resize(
+            (width, height), Image.BICUBIC
+        )
+        noisy = np.asarray(smooth, np.float64) + rng.normal(0, 12, (height, width, 3))
+        image = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+        image.save(folder / f"{index:05d}.jpg", quality=90)
 
 
-def build_model(image_size, preset):
-    encoder = keras.Sequential(
-        [
-            keras.Input((image_size, image_size, 3)),
-            keras.layers.Conv2D(16, 7, strides=4, activation="relu"),
-            keras.layers.Conv2D(32, 3, strides=2, activation="relu"),
-            keras.layers.GlobalAveragePooling2D(),
-        ]
-    )
-    model = keras_barlow.BarlowTwins(
-        encoder, projector_dims=(256, 256), augmenter=preset, seed=0
-    )
-    model.compile(optimizer=keras.optimizers.SGD(0.01))
-    return model
-
-
-def loader(folder, flags, full_resolution, epochs=None):
+def loader(folder, flags, full_resolution):
     return data.from_image_folder(
         folder,
         labels=None,
@@ -98,82 +83,75 @@ def loader(folder, flags, full_resolution, epochs=None):
         max_side=flags.max_side,
         validate=None,
         seed=0,
-        epochs=epochs,
     )
 
 
-def time_pipeline(dataset, flags):
-    """Images/s of iterating the dataset alone, after `warmup` batches."""
-    iterator = iter(dataset.repeat())
-    for _ in range(flags.warmup):
-        next(iterator)
-    seconds = []
-    for _ in range(flags.steps):
-        start = time.perf_counter()
-        batch = next(iterator)
-        tf.nest.map_structure(lambda tensor: tensor.numpy(), batch)
-        seconds.append(time.perf_counter() - start)
-    return seconds
+def pipeline_run(dataset):
+    """`run(steps)`: the next `steps` batches of the loader, on the host."""
+    batches = iter(_forever(dataset))
+
+    def run(steps):
+        return [
+            keras.tree.map_structure(np.asarray, next(batches)) for _ in range(steps)
+        ]
+
+    return run
 
 
-def time_fit(model, dataset, flags):
-    """Seconds of each timed `fit` step on `dataset`."""
-    timer = StepTimer()
-    model.fit(
-        dataset.repeat(),
-        epochs=1,
-        steps_per_epoch=flags.warmup + flags.steps,
-        callbacks=[timer],
-        verbose=0,
+def _forever(dataset):
+    while True:
+        yield from dataset
+
+
+def step_run(dataset, flags, full_resolution):
+    """`run(steps)`: train steps on the loader's first batch, held on the device."""
+    batch = keras.tree.map_structure(keras.ops.convert_to_tensor, next(iter(dataset)))
+    input_size = flags.max_side if full_resolution else flags.image_size
+    config = workloads.Config(
+        flags.backbone,
+        "imagenet",
+        flags.image_size,
+        input_size,
+        tuple(flags.projector),
+        "imagenet",
     )
-    return timer.seconds[flags.warmup :]
-
-
-def record(flags, path, stage, seconds, per_batch, unit, extra):
-    median = statistics.median(seconds)
-    emit(
-        "full_resolution",
-        flags,
-        path=path,
-        stage=stage,
-        median_s_per_batch=median,
-        min_s_per_batch=min(seconds),
-        **{unit: per_batch / median},
-        **extra,
-    )
+    model = workloads.make_model("barlow_twins", config)
+    return workloads.fit_steps(model, batch if isinstance(batch, dict) else (batch,))
 
 
 def main(argv=None):
     flags = make_flags(argv)
+    recorder = harness.start(flags, "full_resolution")
     with tempfile.TemporaryDirectory() as temporary:
         folder = pathlib.Path(temporary) / "jpegs"
-        log(f"writing {flags.images} JPEGs to {folder}")
         write_jpegs(folder, flags.images)
-        # Rounds alternate the paths, so that the load of a shared machine falls
-        # on both alike.
-        for round_index in range(flags.rounds):
-            for path, full_resolution in PATHS.items():
-                measure(folder, flags, path, full_resolution, round_index)
-
-
-def measure(folder, flags, path, full_resolution, round_index):
-    dataset = loader(folder, flags, full_resolution)
-    spec = tf.nest.map_structure(
-        lambda s: [list(s.shape), s.dtype.name], dataset.element_spec
-    )
-    log(f"round {round_index} {path}: batches {spec}")
-    batch = flags.batch_size
-    extra = {"round": round_index, "batch": spec}
-    seconds = time_pipeline(dataset, flags)
-    record(flags, path, "pipeline", seconds, batch, "images_per_s", extra)
-
-    model = build_model(flags.image_size, flags.preset)
-    held = dataset.take(1).cache().repeat()
-    seconds = time_fit(model, held, flags)
-    record(flags, path, "step", seconds, batch, "pairs_per_s", extra)
-    seconds = time_fit(model, dataset, flags)
-    record(flags, path, "fit", seconds, batch, "pairs_per_s", extra)
+        datasets = {path: loader(folder, flags, full) for path, full in PATHS.items()}
+        for stage, make_run, unit in (
+            ("pipeline", lambda path: pipeline_run(datasets[path]), "images"),
+            (
+                "step",
+                lambda path: step_run(datasets[path], flags, PATHS[path]),
+                "pairs",
+            ),
+        ):
+            runs = {path: make_run(path) for path in PATHS}
+            results = harness.timing_records(
+                harness.time_rounds(runs, flags.rounds, flags.round_s),
+                items_per_step=flags.batch_size,
+            )
+            recorder.emit(
+                "full_resolution",
+                stage=stage,
+                unit=f"{unit}/s",
+                image_size=flags.image_size,
+                batch_size=flags.batch_size,
+                backbone=flags.backbone,
+                results=results,
+                full_over_resize_first=results["resize_first"]["median_s"]
+                / results["full_resolution"]["median_s"],
+            )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,140 +1,101 @@
-"""Naive (cross-correlation) against Gram path of the Barlow Twins loss.
+"""The Barlow Twins loss: the naive path (forms C) against the Gram path.
 
 For every embedding size D and batch size N of the grid, both exact ways of
-computing `sum_ij C_ij^2` run value + gradient with respect to both embeddings in
-a `tf.function`; the script prints one JSON line per (D, N) with the median time
-of each, their ratio, the peak memory allocated by TensorFlow above the inputs,
-the relative difference of the two results, and the path `choose_method` picks.
-
-Peak memory is the TensorFlow allocator's own count
-(`tf.config.experimental.get_memory_info`), on the GPU or the CPU alike; memory that
-oneDNN or cuBLAS take for their scratch space outside the allocator is not in it.
+computing `sum_ij C_ij^2` (`keras_barlow.losses.barlow_twins_loss(method=...)`)
+run value + gradient with respect to both embeddings, compiled as a train step
+is, timed in interleaved rounds. One `loss` line per (D, N): each path's median
+time and spread, the Gram / naive time ratio, the bytes of the matrices each
+path forms, the relative difference of the two results (value and gradients),
+and the path `choose_method` picks.
 
 Usage:
 
-    python benchmarks/loss.py                      # the whole grid
-    python benchmarks/loss.py --dims 8192 --batch_sizes 256 --repeats 10
+    python benchmarks/loss.py                      # D 2048 8192, N 128 ... 4096
+    KERAS_BACKEND=jax python benchmarks/loss.py --dims 8192 --batch_sizes 256
 """
 
-import sys  # noqa: I001 (_common sets the environment before TensorFlow loads)
+import sys
 
-from _common import device_name, emit, log, new_parser, summary, time_interleaved
-
-import tensorflow as tf
+import harness
+import numpy as np
+import workloads
 
 from keras_barlow import losses
 
 METHODS = ("cross_correlation", "gram")
+SMOKE = {"dims": [64], "batch_sizes": [8, 48], "rounds": 1, "round_s": 0.05}
 
 
 def make_flags(argv=None):
-    parser = new_parser(__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--dims", type=int, nargs="+", default=[2048, 8192])
     parser.add_argument(
         "--batch_sizes", type=int, nargs="+", default=[128, 256, 1024, 4096]
     )
     parser.add_argument(
-        "--repeats", type=int, default=3, help="timed rounds per (D, N)"
+        "--jit_compile", action="store_true", help="TensorFlow: with XLA (JAX: always)"
     )
-    parser.add_argument("--jit_compile", action="store_true", help="compile with XLA")
-    return parser.parse_args(argv)
+    return harness.parse(parser, argv, SMOKE)
 
 
-def correlated_embeddings(batch_size, dim, seed=0):
-    """Two `(N, D)` float32 batches, the second a noisy copy of the first."""
-    z1 = tf.random.stateless_normal((batch_size, dim), (seed, 1))
-    z2 = z1 + 0.5 * tf.random.stateless_normal((batch_size, dim), (seed, 2))
-    return z1, z2
-
-
-def value_and_gradient_function(method, jit_compile):
-    @tf.function(jit_compile=jit_compile)
-    def value_and_gradient(z1, z2):
-        with tf.GradientTape() as tape:
-            tape.watch([z1, z2])
-            loss = losses.barlow_twins_loss(z1, z2, method=method)
-        gradient1, gradient2 = tape.gradient(loss, [z1, z2])
-        return loss, gradient1, gradient2
-
-    return value_and_gradient
-
-
-def blocking(function, *args):
-    """Run `function(*args)`, wait for all its outputs (GPU streams included)."""
-
-    def run():
-        outputs = function(*args)
-        tf.stack([tf.reshape(output, [-1])[0] for output in outputs]).numpy()
-        return outputs
-
-    return run
-
-
-def run_with_peak_memory(run, device):
-    """`run()`'s result, and the peak bytes TensorFlow allocated above those before."""
-    before = tf.config.experimental.get_memory_info(device)["current"]
-    tf.config.experimental.reset_memory_stats(device)
-    result = run()
-    return result, tf.config.experimental.get_memory_info(device)["peak"] - before
-
-
-def method_matrices_bytes(method, batch_size, dim):
-    """Float32 bytes of the matrix each path forms: C (D x D) or G1, G2 (N x N)."""
+def matrices_bytes(method, batch_size, dim):
+    """float32 bytes of the matrices a path forms: C (D x D) or G1, G2 (N x N)."""
     return 4 * (dim * dim if method == "cross_correlation" else 2 * batch_size**2)
 
 
 def relative_difference(got, expected):
-    scale = tf.reduce_max(tf.abs(expected))
-    return float(tf.reduce_max(tf.abs(got - expected)) / scale)
+    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
+    return float(np.max(np.abs(got - expected)) / np.max(np.abs(expected)))
 
 
-def compare(dim, batch_size, flags, device):
-    z1, z2 = correlated_embeddings(batch_size, dim)
+def compare(dim, batch_size, flags):
+    z1, z2 = workloads.correlated_embeddings(batch_size, dim)
     functions = {
-        method: value_and_gradient_function(method, flags.jit_compile)
+        method: workloads.compiled_value_and_grad(
+            lambda a, b, method=method: losses.barlow_twins_loss(a, b, method=method),
+            flags.jit_compile,
+        )
         for method in METHODS
     }
     runs = {
-        method: blocking(function, z1, z2) for method, function in functions.items()
+        method: (
+            lambda steps, function=function: [function(z1, z2) for _ in range(steps)]
+        )
+        for method, function in functions.items()
     }
-    durations = time_interleaved(runs, flags.repeats)
-    # One more call of each, after tracing and warm-up, for the results and memory.
-    results, peaks = {}, {}
-    for method, run in runs.items():
-        results[method], peaks[method] = run_with_peak_memory(run, device)
-    per_method = {
-        method: {
-            **summary(durations[method]),
-            "peak_memory_bytes": peaks[method],
-            "method_matrices_bytes": method_matrices_bytes(method, batch_size, dim),
-        }
-        for method in METHODS
-    }
-    naive, gram = results["cross_correlation"], results["gram"]
-    differences = [relative_difference(g, n) for g, n in zip(gram, naive, strict=True)]
+    results = harness.timing_records(
+        harness.time_rounds(runs, flags.rounds, flags.round_s)
+    )
+    for method, result in results.items():
+        result["matrices_bytes"] = matrices_bytes(method, batch_size, dim)
+    (naive_loss, naive_grads), (gram_loss, gram_grads) = (
+        functions[method](z1, z2) for method in METHODS
+    )
     return {
         "dim": dim,
         "batch_size": batch_size,
-        "device": device,
-        "methods": per_method,
-        "gram_over_naive_time": per_method["gram"]["median_s"]
-        / per_method["cross_correlation"]["median_s"],
-        "loss_value": float(naive[0]),
-        "relative_difference_value": differences[0],
-        "relative_difference_gradient": max(differences[1:]),
-        "agree_within_1e-5": max(differences) <= 1e-5,
+        "results": results,
+        "gram_over_naive_time": results["gram"]["median_s"]
+        / results["cross_correlation"]["median_s"],
+        "loss": float(naive_loss),
+        "relative_difference_value": relative_difference(gram_loss, naive_loss),
+        "relative_difference_gradient": max(
+            relative_difference(g, n)
+            for g, n in zip(gram_grads, naive_grads, strict=True)
+        ),
         "choose_method": losses.choose_method(batch_size, dim),
-        "fastest_measured": min(METHODS, key=lambda m: per_method[m]["median_s"]),
+        "fastest": min(METHODS, key=lambda method: results[method]["median_s"]),
     }
 
 
 def main(argv=None):
     flags = make_flags(argv)
-    device = device_name()
+    recorder = harness.start(flags, "loss")
+    xla = workloads.BACKEND == "jax" or flags.jit_compile
     for dim in flags.dims:
         for batch_size in flags.batch_sizes:
-            log(f"loss: D={dim} N={batch_size} ...")
-            emit("loss", flags, **compare(dim, batch_size, flags, device))
+            recorder.emit("loss", xla=xla, **compare(dim, batch_size, flags))
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """keras_barlow: Barlow Twins self-supervised learning for Keras 3.
 
 TensorFlow is the primary backend (tf.distribute, tf.data, SavedModel export); the
-training core (`BarlowTwins`, the loss, the augmentation, backbones, LARS, the
-schedule and presets) also runs on JAX, without TensorFlow installed. When
-`KERAS_BACKEND` is not set, keras_barlow picks TensorFlow if it is installed, else
-JAX.
+whole workflow (data, training, evaluation, resume) also runs on Keras' JAX backend
+without TensorFlow installed, which is needed only for the SavedModel export, TFDS
+and TensorBoard summaries. When `KERAS_BACKEND` is not set, keras_barlow picks
+TensorFlow if it is installed, else JAX.
 
 Example:
 
@@ -56,9 +56,9 @@ from keras_barlow.schedules import WarmupCosine  # noqa: E402
 
 __version__ = "0.1.0"
 
-# Modules that need TensorFlow (tf.data, SavedModel, TensorBoard summaries),
-# imported on first use so that the training core runs without it.
-_TENSORFLOW_MODULES = (
+# Modules imported on first use: they bring in what the training core does not
+# need (Grain or tf.data, TensorFlow's SavedModel and summaries, matplotlib).
+_LAZY_MODULES = (
     "callbacks",
     "checkpoints",
     "data",
@@ -78,20 +78,10 @@ _LAZY_NAMES = {
 
 
 def __getattr__(name):
-    if name not in _TENSORFLOW_MODULES and name not in _LAZY_NAMES:
+    if name not in _LAZY_MODULES and name not in _LAZY_NAMES:
         raise AttributeError(f"module 'keras_barlow' has no attribute {name!r}")
     module_name = _LAZY_NAMES.get(name, name)
-    try:
-        module = importlib.import_module(f"keras_barlow.{module_name}")
-    except ModuleNotFoundError as error:
-        if error.name is None or not error.name.startswith("tensorflow"):
-            raise
-        raise ImportError(
-            f"keras_barlow.{module_name} needs TensorFlow. Install it with "
-            "`pip install keras-barlow[cpu]` (tensorflow-cpu) or "
-            "`pip install keras-barlow[gpu]` (tensorflow[and-cuda]); the training "
-            "core runs without it on KERAS_BACKEND=jax."
-        ) from error
+    module = importlib.import_module(f"keras_barlow.{module_name}")
     return module if name == module_name else getattr(module, name)
 
 

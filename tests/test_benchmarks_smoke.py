@@ -1,124 +1,149 @@
-"""The benchmark scripts run and print what they promise, with tiny settings.
+"""The benchmark harness and the GPU run, on a CPU, with tiny sizes (< 60 s).
 
-`benchmarks/train_step.py` is left out: even its smallest run builds and traces
-two ResNets, which costs more than the whole of this file. So are
-`benchmarks/backends.py` (a process per backend) and `benchmarks/gpu.py --smoke`
-(about a minute on JAX): only the kNN of `gpu.py` is checked here, against the
-library's, and the CIFAR archive decoder of `make_cifar_npz.py`.
+The harness is checked against what its inputs are known to do (sleeps of known
+length, processes that print, fail or hang); `benchmarks/gpu.py` refuses to run
+without a GPU, runs a section with `--smoke --allow_cpu` and forwards its figures
+(checked against a NumPy loss); every GPU argument of its table parses.
 """
 
-import importlib.util
+import importlib
 import json
+import os
 import pathlib
+import subprocess
+import sys
+import time
 
+import numpy as np
 import pytest
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def load_script(name, monkeypatch):
+@pytest.fixture
+def benchmarks(monkeypatch):
+    """Import a benchmark script by name (its folder on `sys.path`)."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    path = BENCHMARKS / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module
 
 
-def records(capsys):
-    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+@pytest.mark.core
+def test_time_rounds_interleaves_candidates_and_times_their_steps(benchmarks):
+    harness = benchmarks("harness")
+    calls = []
 
+    def sleeper(name, step_s):
+        def run(steps):
+            calls.append((name, steps))
+            time.sleep(step_s * steps)
+            return np.zeros(1)
 
-def test_loss_benchmark_reports_both_paths_and_their_agreement(monkeypatch, capsys):
-    script = load_script("loss", monkeypatch)
-    script.main(["--dims", "64", "--batch_sizes", "8", "48", "--repeats", "1"])
-    lines = records(capsys)
-    assert [(line["dim"], line["batch_size"]) for line in lines] == [(64, 8), (64, 48)]
-    for line in lines:
-        assert line["agree_within_1e-5"]
-        assert set(line["methods"]) == {"cross_correlation", "gram"}
-        naive = line["methods"]["cross_correlation"]
-        assert naive["method_matrices_bytes"] == 4 * 64 * 64
-        assert line["machine"]["tensorflow"] and line["flags"]["repeats"] == 1
-    assert [line["choose_method"] for line in lines] == ["gram", "cross_correlation"]
+        return run
 
-
-def test_augment_benchmark_reports_views_per_second_and_stages(monkeypatch, capsys):
-    script = load_script("augment", monkeypatch)
-    script.main(
-        [
-            "--sizes",
-            "8",
-            "--input_sizes",
-            "10",
-            "--presets",
-            "cifar",
-            "--batch_size",
-            "4",
-            "--repeats",
-            "1",
-            "--stages",
-        ]
+    results = harness.time_rounds(
+        {"short": sleeper("short", 0.002), "long": sleeper("long", 0.006)},
+        rounds=2,
+        round_s=0.05,
     )
-    (line,) = records(capsys)
-    assert (line["size"], line["input_size"], line["batch_size"]) == (8, 10, 4)
-    graph = line["results"]["graph"]
-    assert graph["views_per_s"] == pytest.approx(8 / graph["median_s"])
-    stages = [name for name in line["results"] if name != "graph"]
-    assert any("color_jitter" in name for name in stages)
-    assert stages[-1].endswith("normalize")
+    timed = calls[-4:]  # two rounds, each candidate once a round, in turn
+    assert [name for name, _ in timed] == ["short", "long", "short", "long"]
+    for name, step_s in (("short", 0.002), ("long", 0.006)):
+        record = harness.timing_records(results, items_per_step=10)[name]
+        assert step_s <= record["median_s"] < 3 * step_s + 0.002
+        assert record["per_s"] == pytest.approx(10 / record["median_s"])
+        assert record["steps_per_round"] * step_s == pytest.approx(0.05, abs=0.03)
+        assert record["rounds"] == 2 and record["spread"] >= 0
 
 
-def test_make_cifar_npz_decodes_class_folders_of_jpegs(tmp_path, monkeypatch):
-    image_lib = pytest.importorskip("PIL.Image")
-    import io
-    import tarfile
+@pytest.mark.core
+def test_run_process_stops_an_overrun_and_keeps_what_it_printed(benchmarks):
+    harness = benchmarks("harness")
+    script = (
+        'import json, time; print(json.dumps({"a": 1}), flush=True); time.sleep(60)'
+    )
+    begin = time.perf_counter()
+    outcome = harness.run_process([sys.executable, "-c", script], timeout_s=3)
+    assert outcome.status == "overrun"
+    assert outcome.records == [{"a": 1}]
+    assert time.perf_counter() - begin < 20
 
-    import numpy as np
 
-    archive_path = tmp_path / "tiny.tar.gz"
-    colors = {"cat": (200, 30, 30), "airplane": (30, 30, 200)}
-    with tarfile.open(archive_path, "w:gz") as archive:
-        for name, color in colors.items():
-            for index in range(3):
-                data = io.BytesIO()
-                image_lib.new("RGB", (8, 6), color).save(data, format="JPEG")
-                member = tarfile.TarInfo(f"train/{name}/{index:04d}.jpg")
-                member.size = len(data.getvalue())
-                archive.addfile(member, io.BytesIO(data.getvalue()))
-    script = load_script("make_cifar_npz", monkeypatch)
-    output = tmp_path / "out.npz"
-    script.main(["--archive", str(archive_path), "--output", str(output)])
-    with np.load(output) as data:
-        images, labels = data["images"], data["labels"]
-        assert list(data["class_names"]) == ["airplane", "cat"]
-    assert images.shape == (6, 6, 8, 3) and images.dtype == np.uint8
-    assert labels.tolist() == [0, 0, 0, 1, 1, 1]
-    # JPEG keeps flat colors within a few levels: airplane blue, cat red.
-    assert (
-        abs(int(images[0, 3, 4, 2]) - 200) < 8
-        and abs(int(images[3, 3, 4, 0]) - 200) < 8
+@pytest.mark.core
+def test_run_sections_reserves_the_guaranteed_budget(benchmarks, capsys):
+    harness = benchmarks("harness")
+    prints = 'import json; print(json.dumps({"benchmark": "x", "value": 2}))'
+    sections = [
+        harness.Section("first", ("-c", prints), budget_s=30),
+        # Fits in the total, but not beside the 40 s kept for "last".
+        harness.Section("skipped", ("-c", prints), budget_s=70),
+        harness.Section("last", ("-c", "raise SystemExit(3)"), 40, guaranteed=True),
+    ]
+    statuses = harness.run_sections(sections, 100, harness.Recorder())
+    assert statuses == {"first": "ok", "skipped": "skipped", "last": "error"}
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {"section": "first", "benchmark": "x", "value": 2}.items() <= lines[
+        0
+    ].items()
+    ends = {line["section"]: line for line in lines if line["benchmark"] == "section"}
+    assert ends["last"]["exit_code"] == 3 and ends["skipped"]["left_s"] < 70
+
+
+def test_every_argument_of_the_gpu_table_parses(benchmarks):
+    """A flag that a script does not take would fail only on the GPU machine."""
+    gpu = benchmarks("gpu")
+    for row in gpu.TABLE:
+        if not (BENCHMARKS / row.script).exists():
+            continue
+        script = benchmarks(row.script.removesuffix(".py"))
+        for smoke in (False, True):
+            flags = script.make_flags(gpu.arguments(row, "cifar.tar.gz", smoke))
+            assert getattr(flags, "smoke", smoke) == smoke
+
+
+def run_gpu(*arguments):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    backend = env.get("KERAS_BACKEND", "tensorflow")
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / "gpu.py"), "--backend", backend, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
 
 
-def test_gpu_script_knn_agrees_with_the_library(monkeypatch):
-    """benchmarks/gpu.py's JAX kNN (no TensorFlow) against keras_barlow.evaluation."""
-    pytest.importorskip("jax")
-    import numpy as np
+@pytest.mark.core
+def test_gpu_run_stops_at_once_without_a_gpu_unless_allowed():
+    result = run_gpu("--sections", "loss", "--budget_s", "1")
+    if '"platform": "gpu"' in result.stdout:
+        pytest.skip("this machine has a GPU")
+    assert result.returncode != 0
+    assert "sees no GPU" in result.stderr and "--allow_cpu" in result.stderr
+    assert '"section": "loss"' not in result.stdout
 
-    from keras_barlow.evaluation import knn_accuracy
 
-    script = load_script("gpu", monkeypatch)
+@pytest.mark.core
+def test_gpu_smoke_run_forwards_the_figures_of_its_sections(tmp_path):
+    out = tmp_path / "gpu.jsonl"
+    result = run_gpu("--smoke", "--allow_cpu", "--sections", "loss", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines == [json.loads(line) for line in result.stdout.splitlines()]
+    losses = [line for line in lines if line["benchmark"] == "loss"]
+    assert [(line["dim"], line["batch_size"]) for line in losses] == [(64, 8), (64, 48)]
+    for line in losses:
+        assert line["section"] == "loss"
+        assert line["loss"] == pytest.approx(numpy_loss(line["batch_size"], 64), 1e-4)
+        assert line["relative_difference_gradient"] < 1e-5
+    assert lines[-1]["statuses"] == {"loss": "ok"}
+
+
+def numpy_loss(batch_size, dim, lambd=0.0051):
+    """The Barlow Twins loss in float64 of `workloads.correlated_embeddings`."""
     rng = np.random.default_rng(0)
-    centers = rng.normal(size=(5, 16))
-    train_labels = rng.integers(0, 5, 300)
-    test_labels = rng.integers(0, 5, 70)
-    train = centers[train_labels] + 1.5 * rng.normal(size=(300, 16))
-    test = centers[test_labels] + 1.5 * rng.normal(size=(70, 16))
-    for k, temperature in ((20, 0.1), (300, 0.5)):
-        expected = knn_accuracy(train, train_labels, test, test_labels, k, temperature)
-        got = script.knn_top1(train, train_labels, test, test_labels, k, temperature)
-        assert got == pytest.approx(expected["top1"])
-    split_train, split_val = script.stratified_split(np.repeat(np.arange(4), 10), 8)
-    assert len(split_val) == 8 and len(split_train) == 32
-    assert np.bincount(np.repeat(np.arange(4), 10)[split_val]).tolist() == [2] * 4
+    z1 = rng.standard_normal((batch_size, dim), np.float32)
+    z2 = z1 + 0.5 * rng.standard_normal((batch_size, dim), np.float32)
+    z1n, z2n = ((z - z.mean(0)) / np.sqrt(z.var(0) + 1e-5) for z in (z1, z2))
+    c = z1n.astype(np.float64).T @ z2n / batch_size
+    on_diag = np.sum((np.diag(c) - 1) ** 2)
+    return on_diag + lambd * (np.sum(c**2) - np.sum(np.diag(c) ** 2))
