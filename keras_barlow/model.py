@@ -269,11 +269,11 @@ class BarlowTwins(TrainStep, keras.Model):
     def compile(self, *args, jit_compile="auto", **kwargs):
         """Keras' `compile`; `jit_compile` says whether the steps run under XLA.
 
-        On one device the whole train step compiles, augmentation included.
-        `"auto"` keeps Keras' rule: on TensorFlow XLA is off on a CPU-only
-        machine (where it made the train step slower, `benchmarks/xla.py`), on
-        for a single GPU, off under a `tf.distribute` strategy; on JAX the step is
-        always compiled. `True` with more than one TensorFlow replica falls back
+        On one device the whole train step compiles, augmentation included, with
+        any optimizer (it is built before the first step, which XLA could not
+        compile). `"auto"` keeps Keras' rule: on TensorFlow XLA is off on a
+        CPU-only machine, on for a single GPU, off under a `tf.distribute`
+        strategy; on JAX the step is always compiled. `True` with more than one TensorFlow replica falls back
         to `False` with a warning: Keras compiles the step of all replicas as one
         XLA program, which cannot reach the other devices' variables
         (keras-team/keras#19005).

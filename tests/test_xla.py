@@ -151,7 +151,7 @@ def test_builtin_augmentation_compiles_and_transforms_alike():
     reason="on a GPU Keras' 'auto' turns XLA on",
 )
 def test_auto_leaves_xla_off_on_a_cpu_only_machine():
-    # Measured with benchmarks/xla.py: XLA makes the CPU train step slower.
+    # benchmarks/precision.py measures it: XLA makes the CPU train step slower.
     model = tiny_model(augmenter="imagenet")
     model.compile(optimizer="sgd")
     assert model.jit_compile is False
