@@ -7,74 +7,39 @@
   TensorBoard image, with histograms of its diagonal and off-diagonal values.
 * `CollapseMonitor`: collapse and redundancy indicators of a fixed batch: embedding
   standard deviation, mean |off-diagonal| of the cross-correlation, effective rank.
+* `NaNGuard`: stops at the first non-finite loss, naming the step.
 
 Metrics go into the epoch `logs`, so they appear in `History` and, when the
 callback comes *before* `keras.callbacks.TensorBoard` in the `callbacks` list, in
 TensorBoard as `epoch_<name>`. With `log_dir`, a callback also writes its values to
 TensorBoard event files itself, with `tf.summary`.
+
+All of them run on Keras' TensorFlow and JAX backends; TensorFlow is needed only
+to write event files (`log_dir`, and `CrossCorrelationImage`) and to read a
+`tf.data.Dataset`.
 """
 
 import os
 
 import keras
 import numpy as np
-import tensorflow as tf
-from tensorboard.plugins.histogram import metadata as histogram_metadata
+from keras import ops
 
 from keras_barlow import _checks as checks
-from keras_barlow import losses, metrics
-from keras_barlow.evaluation import features, knn
+from keras_barlow import _tensorboard, losses, metrics
+from keras_barlow._tensorboard import HISTOGRAM_BINS, correlation_image
+from keras_barlow.checkpoints import NON_FINITE_CAUSES
+from keras_barlow.evaluation import features, inputs, knn
 
-HISTOGRAM_BINS = 50
-# matplotlib's "RdBu_r" (ColorBrewer RdBu, reversed), as the 8-bit colors of its 11
-# anchors on [-1, 1]. Copied, not imported: matplotlib is an optional dependency
-# (`keras_barlow.plotting`) and this picture is drawn during training, where it
-# may be missing. tests/test_callbacks.py checks the copy against matplotlib.
-_RDBU_R_ANCHORS = np.linspace(-1.0, 1.0, 11)
-_RDBU_R_COLORS = np.array(
-    [
-        (5, 48, 97),
-        (33, 102, 172),
-        (67, 147, 195),
-        (146, 197, 222),
-        (209, 229, 240),
-        (247, 247, 247),
-        (253, 219, 199),
-        (244, 165, 130),
-        (214, 96, 77),
-        (178, 24, 43),
-        (103, 0, 31),
-    ],
-    dtype=np.float64,
-)
-
-
-def correlation_image(c, max_dims=64, pixels_per_cell=4):
-    """An RGB picture of the top-left block of a correlation matrix.
-
-    Values are clipped to [-1, 1] and colored with matplotlib's diverging map
-    "RdBu_r", as `keras_barlow.plotting.plot_cross_correlation` draws them: blue
-    for -1, white for 0, red for +1, so the identity the loss aims for is a red
-    diagonal on white. Each entry becomes a `pixels_per_cell`-wide square.
-
-    Args:
-        c: `(D, D)` tensor or array.
-        max_dims: size of the block shown, `min(D, max_dims)`.
-        pixels_per_cell: upscaling factor, so that TensorBoard shows it readably.
-
-    Returns:
-        uint8 NumPy array `(S, S, 3)` with `S = min(D, max_dims) * pixels_per_cell`.
-    """
-    block = np.clip(np.asarray(c, np.float64)[:max_dims, :max_dims], -1.0, 1.0)
-    rgb = np.stack(
-        [
-            np.interp(block, _RDBU_R_ANCHORS, _RDBU_R_COLORS[:, channel])
-            for channel in range(3)
-        ],
-        axis=-1,
-    )
-    rgb = np.repeat(np.repeat(rgb, pixels_per_cell, axis=0), pixels_per_cell, axis=1)
-    return np.round(rgb).astype(np.uint8)
+__all__ = [
+    "HISTOGRAM_BINS",
+    "NON_FINITE_CAUSES",
+    "CollapseMonitor",
+    "CrossCorrelationImage",
+    "KNNMonitor",
+    "NaNGuard",
+    "correlation_image",
+]
 
 
 # ----------------------------------------------------------------------------------
@@ -84,43 +49,38 @@ def correlation_image(c, max_dims=64, pixels_per_cell=4):
 class _EpochCallback(keras.callbacks.Callback):
     """Runs `measure(epoch, logs)` every `every_n_epochs` epochs (counted from 1).
 
-    With a `log_dir`, `tf.summary` ops inside `self._summaries(epoch)` write there
-    (the file writer is created on first use and closed at the end of `fit`).
+    With a `log_dir`, `self.writer` (a `_tensorboard.SummaryWriter`, which needs
+    TensorFlow: checked here, before training) writes there; it is flushed after
+    each measurement and closed at the end of `fit`.
     """
 
     def __init__(self, every_n_epochs=1, log_dir=None):
         super().__init__()
         self.every_n_epochs = checks.positive_int("every_n_epochs", every_n_epochs)
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
-        self._writer = None
+        self.writer = None
+        if log_dir is not None:
+            what = f"{type(self).__name__}(log_dir=...)"
+            self.writer = _tensorboard.SummaryWriter(log_dir, what)
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every_n_epochs == 0:
             self.measure(epoch, logs if logs is not None else {})
-            if self._writer is not None:
-                self._writer.flush()
+            if self.writer is not None:
+                self.writer.flush()
 
     def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self.writer is not None:
+            self.writer.close()
 
     def measure(self, epoch, logs):
         raise NotImplementedError
 
-    def _summaries(self, epoch):
-        """Context in which `tf.summary` ops write to `log_dir` at step `epoch`."""
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
-        return self._writer.as_default(step=epoch)
-
     def _log_scalars(self, values, epoch, logs):
-        for name, value in values.items():
-            logs[name] = float(value)
-        if self.log_dir is not None:
-            with self._summaries(epoch):
-                for name, value in values.items():
-                    tf.summary.scalar(name, float(value))
+        values = {name: float(value) for name, value in values.items()}
+        logs.update(values)
+        if self.writer is not None:
+            self.writer.scalars(values, epoch)
 
 
 def _encoder_of(model):
@@ -153,8 +113,13 @@ class KNNMonitor(_EpochCallback):
     training images) for large data sets.
 
     Args:
-        train_ds: batched `tf.data.Dataset` of `(images, labels)`, images uint8 or
-            float in [0, 255].
+        train_ds: labelled batches, `(images, labels)` with images uint8 or
+            float in [0, 255], or full-resolution dicts with labels (as the
+            training loaders make them): a batched `tf.data.Dataset`, a tuple of
+            NumPy arrays, or any iterable of batches that can be read again at
+            every evaluation (a list, a `keras.utils.PyDataset`, a Grain
+            dataset, a torch `DataLoader`; not a generator). See
+            `keras_barlow.evaluation.inputs`.
         val_ds: the same, the samples to classify.
         every_n_epochs: evaluate after every n-th epoch.
         k: neighbours (200 in InstDisc).
@@ -162,7 +127,8 @@ class KNNMonitor(_EpochCallback):
         num_classes: number of classes; by default the largest label plus one.
         preprocess: `"auto"` (normalization at the encoder's input size), a
             callable, or `None`; see `keras_barlow.evaluation`.
-        log_dir: optional directory to write TensorBoard scalars to.
+        log_dir: optional directory to write TensorBoard scalars to (needs
+            TensorFlow).
 
     Example:
 
@@ -189,6 +155,9 @@ class KNNMonitor(_EpochCallback):
         super().__init__(every_n_epochs, log_dir)
         # Checked now, not after the first epoch, by knn_accuracy's own rule.
         self.k, self.temperature = knn.check_knn_settings(k, temperature)
+        purpose = "at every evaluation"
+        inputs.check_reiterable(train_ds, "train_ds", purpose)
+        inputs.check_reiterable(val_ds, "val_ds", purpose)
         self.train_ds, self.val_ds = train_ds, val_ds
         self.num_classes = num_classes
         self.preprocess = preprocess
@@ -201,12 +170,15 @@ class KNNMonitor(_EpochCallback):
         )
 
     def measure(self, epoch, logs):
+        # On JAX, reading `self.model` brings the variables of the step back
+        # into the model (Keras holds them apart during an epoch).
+        _encoder_of(self.model)
         train = features.collect_features(self._features_of, self.train_ds)
         val = features.collect_features(self._features_of, self.val_ds)
         if train[1] is None or val[1] is None:
             raise ValueError(
-                "KNNMonitor needs datasets of (images, labels). "
-                "Received a dataset without labels."
+                "KNNMonitor needs labelled batches: (images, labels) or "
+                "full-resolution dicts with labels. Received batches without labels."
             )
         accuracy = knn.knn_accuracy(
             *train,
@@ -229,14 +201,14 @@ class _FixedBatchCallback(_EpochCallback):
 
     def __init__(self, images, every_n_epochs=1, log_dir=None, seed=0):
         super().__init__(every_n_epochs, log_dir)
-        if isinstance(images, tf.data.Dataset):
-            images = next(iter(images))
+        if not inputs.is_arrays(images) and not isinstance(images, (tuple, list)):
+            images = inputs.first_batch(images)  # of a dataset
         self.images = images
         self.seed = int(seed)
         self._views = None
 
     def on_train_begin(self, logs=None):
-        seed = tf.constant([self.seed, 0], tf.int32)
+        seed = ops.convert_to_tensor([self.seed, 0], "int32")
         self._views = self.model.make_views(self.images, seed)
 
     def embeddings(self):
@@ -278,40 +250,24 @@ class CrossCorrelationImage(_FixedBatchCallback):
     """
 
     def __init__(self, log_dir, images, max_dims=64, every_n_epochs=1, seed=0):
+        max_dims = checks.positive_int("max_dims", max_dims)
         super().__init__(images, every_n_epochs, log_dir, seed)
-        self.max_dims = checks.positive_int("max_dims", max_dims)
+        self.max_dims = max_dims
 
     def measure(self, epoch, logs):
-        c = losses.cross_correlation(*self.embeddings())
-        image = correlation_image(c[: self.max_dims, : self.max_dims])
-        diagonal = _histogram(tf.linalg.diag_part(c))
-        off_diagonal = _histogram(c) - diagonal
-        with self._summaries(epoch):
-            tf.summary.image("cross_correlation", image[None])
-            _write_histogram("cross_correlation/diagonal", diagonal)
-            _write_histogram("cross_correlation/off_diagonal", off_diagonal)
-
-
-def _histogram(values):
-    """Counts in `HISTOGRAM_BINS` equal bins on [-1, 1], computed on the device."""
-    counts = tf.histogram_fixed_width(
-        tf.reshape(values, [-1]), [-1.0, 1.0], nbins=HISTOGRAM_BINS
-    )
-    return counts.numpy()
-
-
-def _write_histogram(tag, counts):
-    """Writes the counts of `_histogram` as a TensorBoard histogram.
-
-    Not `tf.summary.histogram`: it bins over the values' own range, through a
-    one-hot float64 matrix of values x bins (1.6 GB for a 2048 x 2048
-    cross-correlation, 27 GB at 8192). The same `(bins, 3)` tensor of left edge,
-    right edge and count is written here, with TensorBoard's histogram metadata.
-    """
-    edges = np.linspace(-1.0, 1.0, HISTOGRAM_BINS + 1)
-    buckets = np.stack([edges[:-1], edges[1:], counts.astype(np.float64)], axis=1)
-    metadata = histogram_metadata.create_summary_metadata(None, None)
-    tf.summary.write(tag, buckets, metadata=metadata)
+        c = ops.convert_to_numpy(losses.cross_correlation(*self.embeddings()))
+        self.writer.image(
+            "cross_correlation", correlation_image(c, self.max_dims), epoch
+        )
+        diagonal = self.writer.histogram_counts(np.diagonal(c))
+        off_diagonal = self.writer.histogram_counts(c) - diagonal
+        self.writer.histograms(
+            {
+                "cross_correlation/diagonal": diagonal,
+                "cross_correlation/off_diagonal": off_diagonal,
+            },
+            epoch,
+        )
 
 
 class CollapseMonitor(_FixedBatchCallback):
@@ -356,15 +312,6 @@ class CollapseMonitor(_FixedBatchCallback):
 # ----------------------------------------------------------------------------------
 # Reliability.
 
-NON_FINITE_CAUSES = (
-    "Likely causes: a learning rate too high for the batch size (lower it or "
-    "lengthen the warm-up); float16 overflow under 'mixed_float16' (use "
-    "'mixed_bfloat16', or keep the loss scale of the LossScaleOptimizer dynamic, "
-    "or lower `scale_loss`); bad input values (NaN or Inf pixels from the input "
-    "pipeline). Fix the cause, then restart: training resumes from the last "
-    "checkpoint, which holds finite weights."
-)
-
 
 class NaNGuard(keras.callbacks.TerminateOnNaN):
     """Stop training at the first NaN or Inf loss, naming the step and likely causes.
@@ -404,7 +351,7 @@ class NaNGuard(keras.callbacks.TerminateOnNaN):
         value = (logs or {}).get(self.monitor)
         if value is None or np.isfinite(value):
             return
-        step = int(self.model.optimizer.iterations.numpy())
+        step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
         raise FloatingPointError(
             f"The {self.monitor} is {float(value)} at optimizer step {step} "
             f"(epoch {self._epoch + 1}, batch {batch + 1}; counted from 1). Training "

@@ -13,6 +13,8 @@ import pytest
 
 from keras_barlow import metrics
 
+pytestmark = pytest.mark.core
+
 METRICS_SOURCE = pathlib.Path(metrics.__file__)
 
 
@@ -41,16 +43,6 @@ def test_embedding_std_equals_numpy_formula_and_is_float32():
         numpy_embedding_std(z), rel=1e-2
     )
     assert float(metrics.embedding_std(np.ones((50, 10), np.float32))) < 1e-6
-
-
-def test_embedding_std_agrees_with_the_model_module():
-    # model.embedding_std stays until the model imports this one; they must agree.
-    from keras_barlow import model
-
-    z = np.random.default_rng(1).normal(size=(32, 16)).astype(np.float32)
-    assert float(metrics.embedding_std(z)) == pytest.approx(
-        float(model.embedding_std(z)), rel=1e-6
-    )
 
 
 def test_effective_rank_equals_numpy_svd_formula():

@@ -1,48 +1,38 @@
-"""The linear classifier of the probe and of fine-tuning, its transforms and training.
+"""The linear classifier of the probe and of fine-tuning, and its training transform.
 
 `Classifier` is a linear layer on an optional encoder with the paper's SGD step;
-`linear_probe` and `fine_tune` build one with `classifier_for_encoder` and train it
-with `train_and_test`.
+`CropAndFlip` is the augmentation it trains with. `linear_probe` and `fine_tune`
+build and train one (`training.py`).
 """
 
-import dataclasses
-
 import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_barlow import _checks as checks
-from keras_barlow import augment, image_ops, input_checks
-from keras_barlow.evaluation import features
-
-
-@dataclasses.dataclass
-class ProbeResult:
-    """What `linear_probe`, `linear_probe_on_features` and `fine_tune` return.
-
-    Attributes:
-        top1: test top-1 accuracy (a fraction), `None` without a test set.
-        top5: test top-5 accuracy, `None` without a test set.
-        classifier: the trained `keras.Model`; it maps what the datasets yield
-            (raw images, or features for `linear_probe_on_features`) to logits.
-        history: `History.history` of the training.
-    """
-
-    top1: float | None
-    top5: float | None
-    classifier: keras.Model = dataclasses.field(repr=False)
-    history: dict = dataclasses.field(repr=False)
+from keras_barlow import batches, distortions, image_ops
+from keras_barlow.evaluation import features as features_lib
+from keras_barlow.evaluation import inputs as inputs_lib
 
 
 @keras.saving.register_keras_serializable(package="keras_barlow")
 class Classifier(keras.Model):
     """A linear classifier, optionally on an encoder, with the paper's SGD step.
 
-    `call(x, training)`: the training or test transform, the encoder (frozen and
-    in inference mode, or fine-tuned), then `Dense(num_classes)` in float32.
-    `train_step` adds `wd * w` to the gradients (PyTorch's SGD weight decay) and
-    multiplies the encoder's gradients by `backbone_ratio`: with SGD this
-    is exactly a learning rate of `backbone_ratio * lr` for the encoder (the
-    momentum buffer scales alike), which Keras optimizers have no option for.
+    `call(inputs, training)`: the training or test transform, the encoder (frozen
+    and in inference mode, or fine-tuned), then `Dense(num_classes)` in float32.
+    The loss is the cross-entropy plus `weight_decay / 2 * |w|^2`, whose gradient
+    `wd * w` is PyTorch's SGD weight decay. The encoder's gradients are
+    multiplied by `backbone_ratio`: with SGD this is exactly a learning rate of
+    `backbone_ratio * lr` for the encoder (the momentum buffer scales alike),
+    which Keras optimizers have no option for. A frozen encoder's weights are
+    not trained variables of the classifier: the optimizer holds no state for
+    them.
+
+    Batches may be in any form of `keras_barlow.batches` with labels: `(images,
+    labels)`, or full-resolution dicts `{"images", "image_sizes", "labels"}`. A
+    `CropAndFlip` transform crops those within each image's true size; for any
+    other transform they are resized whole to the encoder's input, as
+    `keras_barlow.evaluation.extract_features` does.
 
     Args:
         num_classes: number of classes.
@@ -56,8 +46,17 @@ class Classifier(keras.Model):
 
     Input: what the datasets yield. Output: float32 logits `(B, num_classes)`.
 
-    Saves to `.keras` when the transforms are Keras layers or `None` (as
-    `linear_probe` and `fine_tune` make them).
+    `compile` defaults to the sparse cross-entropy on logits and the metrics
+    `top1` and `top5`. Saves to `.keras` when the transforms are Keras layers or
+    `None` (as `linear_probe` and `fine_tune` make them).
+
+    Example:
+
+    ```python
+    classifier = Classifier(10, encoder, test_transform=keras_barlow.Preprocessing(32))
+    classifier.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    classifier.fit(images, labels, batch_size=256, epochs=10)
+    ```
     """
 
     def __init__(
@@ -74,7 +73,7 @@ class Classifier(keras.Model):
         super().__init__(**kwargs)
         self.num_classes = checks.integer("num_classes", num_classes, low=2)
         self.encoder = encoder
-        identity = tf.identity
+        identity = features_lib.identity
         self.train_transform = identity if train_transform is None else train_transform
         self.test_transform = identity if test_transform is None else test_transform
         self.backbone_ratio = backbone_ratio
@@ -86,84 +85,119 @@ class Classifier(keras.Model):
             name="linear",
             kernel_initializer=keras.initializers.RandomNormal(stddev=0.01, seed=seed),
         )
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.top1 = keras.metrics.SparseTopKCategoricalAccuracy(k=1, name="top1")
-        self.top5 = keras.metrics.SparseTopKCategoricalAccuracy(
-            k=min(5, num_classes), name="top5"
-        )
 
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.top1, self.top5]
+    def compile(self, optimizer="sgd", loss=None, metrics=None, **kwargs):
+        """`keras.Model.compile`, by default with the loss and metrics above."""
+        if loss is None:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        if metrics is None:
+            metrics = [
+                keras.metrics.SparseTopKCategoricalAccuracy(k=1, name="top1"),
+                keras.metrics.SparseTopKCategoricalAccuracy(
+                    k=min(5, self.num_classes), name="top5"
+                ),
+            ]
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, **kwargs):
+        _check_labels(y)
+        return super().compute_loss(x, y, y_pred, sample_weight, **kwargs)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        _check_labels(y)
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+    def compile_from_config(self, config):
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def build(self, input_shape):
         shape = input_shape
         if self.encoder is not None:
-            if hasattr(self.test_transform, "compute_output_shape"):
+            if batches.is_full_resolution(shape):
+                shape = (None, *features_lib.encoder_image_size(self.encoder), 3)
+            elif hasattr(self.test_transform, "compute_output_shape"):
                 shape = self.test_transform.compute_output_shape(shape)
             shape = self.encoder.compute_output_shape(shape)
         self.head.build(shape)
 
     def call(self, inputs, training=False):
         transform = self.train_transform if training else self.test_transform
-        features = transform(inputs)
+        if isinstance(transform, CropAndFlip):  # crops full-resolution batches too
+            features = transform(inputs)
+        else:
+            features = features_lib.encoder_inputs(inputs, transform, self.encoder)
         if self.encoder is not None:
-            fine_tuning = training and self.backbone_ratio is not None
+            fine_tuning = self._fine_tuning(training)
             features = self.encoder(features, training=fine_tuning)
-            if not fine_tuning:
-                features = tf.stop_gradient(features)
-        return self.head(features)
+            if fine_tuning:
+                features = _scale_gradient(features, self.backbone_ratio)
+            else:
+                features = ops.stop_gradient(features)
+        logits = self.head(features)
+        if training and self.weight_decay:
+            self.add_loss(self._weight_decay_loss())
+        return logits
 
-    def train_step(self, data):
-        inputs, labels = data[0], data[1]
-        with tf.GradientTape() as tape:
-            logits = self(inputs, training=True)
-            # Read after the call, which builds the head on the first step.
-            variables = self._trained_variables()
-            per_sample = keras.losses.sparse_categorical_crossentropy(
-                labels, logits, from_logits=True
-            )
-            # Both terms are divided by the number of replicas, whose gradients
-            # the optimizer sums. The gradient of the decay term is wd * w.
-            loss = tf.nn.compute_average_loss(per_sample)
-            loss += tf.nn.scale_regularization_loss(
-                self.weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in variables])
-            )
-            scaled_loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled_loss, variables)
-        head_count = len(self.head.trainable_variables)
-        gradients = gradients[:head_count] + [
-            gradient * self.backbone_ratio for gradient in gradients[head_count:]
-        ]
-        self.optimizer.apply(gradients, variables)
-        return self._update_metrics(per_sample, labels, logits)
+    def _weight_decay_loss(self):
+        """`wd / 2 * |w|^2`; the encoder's term also scaled by the ratio."""
+        loss = _squared_norm(self.head.trainable_variables)
+        if self._fine_tuning(True):
+            ratio = self.backbone_ratio
+            loss += ratio * _squared_norm(self.encoder.trainable_variables)
+        return 0.5 * self.weight_decay * loss
 
-    def test_step(self, data):
-        inputs, labels = data[0], data[1]
-        logits = self(inputs, training=False)
-        per_sample = keras.losses.sparse_categorical_crossentropy(
-            labels, logits, from_logits=True
-        )
-        return self._update_metrics(per_sample, labels, logits)
+    def _fine_tuning(self, training):
+        return training and self.encoder is not None and self.backbone_ratio is not None
 
-    def _trained_variables(self):
-        """The head's variables, then the encoder's when it is fine-tuned."""
-        if self.encoder is None or self.backbone_ratio is None:
-            return self.head.trainable_variables
-        return self.head.trainable_variables + self.encoder.trainable_variables
+    # A frozen encoder's trainable weights count as non-trainable here, without
+    # changing the encoder's own flags: Keras would otherwise build optimizer
+    # state for them, and compute their (zero) gradients on JAX.
+    @property
+    def trainable_variables(self):
+        return self._trained(super().trainable_variables)
 
-    def compile_from_config(self, config):
-        # Keras would build the optimizer on every trainable variable, a frozen
-        # encoder's too, and then fail to match the saved optimizer state.
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self._trained_variables())
+    @property
+    def trainable_weights(self):
+        return self._trained(super().trainable_weights)
 
-    def _update_metrics(self, per_sample, labels, logits):
-        self.loss_tracker.update_state(per_sample)
-        self.top1.update_state(labels, logits)
-        self.top5.update_state(labels, logits)
-        return {metric.name: metric.result() for metric in self.metrics}
+    @property
+    def non_trainable_variables(self):
+        return self._not_trained(self.variables, super().non_trainable_variables)
+
+    @property
+    def non_trainable_weights(self):
+        return self._not_trained(self.weights, super().non_trainable_weights)
+
+    def _frozen(self):
+        """The ids of a frozen encoder's trainable variables."""
+        if self.encoder is None or self.backbone_ratio is not None:
+            return set()
+        return {id(variable) for variable in self.encoder.trainable_variables}
+
+    def _trained(self, trainable):
+        frozen = self._frozen()
+        return [variable for variable in trainable if id(variable) not in frozen]
+
+    def _not_trained(self, everything, non_trainable):
+        kept = self._frozen() | {id(variable) for variable in non_trainable}
+        return [variable for variable in everything if id(variable) in kept]
+
+    # Keras' own steps, on batches of any form: its TensorFlow steps take
+    # `(data)`, its JAX steps `(state, data)`.
+    def train_step(self, *state_and_data):
+        *state, data = state_and_data
+        return super().train_step(*state, _inputs_and_labels(data))
+
+    def test_step(self, *state_and_data):
+        *state, data = state_and_data
+        return super().test_step(*state, _inputs_and_labels(data))
+
+    def predict_step(self, *state_and_data):
+        *state, data = state_and_data
+        inputs, _ = _inputs_and_labels(data)
+        return super().predict_step(*state, (inputs,))
 
     def get_config(self):
         return {
@@ -185,8 +219,43 @@ class Classifier(keras.Model):
         return cls(**config)
 
 
+def _check_labels(labels):
+    if labels is None:
+        raise ValueError(
+            "The classifier trains and tests on labelled batches: (images, "
+            f"labels) or full-resolution dicts with '{batches.LABELS}'. Received "
+            "batches without labels."
+        )
+
+
+def _scale_gradient(x, factor):
+    """`x` in value (exactly), with its gradient multiplied by `factor`."""
+    constant = ops.stop_gradient(x)
+    return constant + factor * (x - constant)
+
+
+def _squared_norm(variables):
+    return sum(ops.sum(ops.square(variable)) for variable in variables)
+
+
+def _inputs_and_labels(data):
+    """`(inputs, labels)` of a batch in any form; a lone `(x,)` is unwrapped.
+
+    Also takes `(full-resolution dict, labels)`, as `fit(x=dict, y=labels)` and
+    `training.keras_data` give them.
+    """
+    if isinstance(data, (tuple, list)) and len(data) == 1:
+        data = data[0]
+    if isinstance(data, (tuple, list)) and batches.is_full_resolution(data[0]):
+        images, image_sizes, labels = batches.unpack(data[0])
+        labels = data[1] if len(data) > 1 and data[1] is not None else labels
+        data = batches.full_resolution_batch(images, image_sizes, labels)
+    batch = batches.unpack(data)
+    return inputs_lib.model_inputs(batch), batch.labels
+
+
 def _serialized_transform(transform, name):
-    if transform is tf.identity:
+    if transform is features_lib.identity:
         return None
     if not isinstance(transform, keras.layers.Layer):
         raise TypeError(
@@ -197,66 +266,6 @@ def _serialized_transform(transform, name):
             " or save its weights with `save_weights`."
         )
     return keras.saving.serialize_keras_object(transform)
-
-
-def classifier_for_encoder(
-    encoder,
-    train_ds,
-    num_classes,
-    preprocess,
-    train_augment,
-    seed,
-    weight_decay,
-    backbone_ratio,
-):
-    """A `Classifier` on `encoder` with the transforms that the arguments ask for."""
-    if not isinstance(encoder, keras.Model):
-        raise TypeError(
-            "`encoder` must be a keras.Model mapping images to features. "
-            f"Received: {type(encoder).__name__}"
-        )
-    if num_classes is None:
-        num_classes = _num_classes_in_dataset(train_ds)
-    test_transform = features.resolve_preprocess(encoder, preprocess)
-    if isinstance(train_augment, str) and train_augment != "auto":
-        raise ValueError(
-            "`train_augment` must be 'auto', a callable or None. "
-            f"Received: train_augment={train_augment!r}"
-        )
-    if train_augment == "auto" and preprocess is None:
-        train_augment = None  # ready inputs are not [0, 255] images to crop
-    if train_augment == "auto":
-        image_size = getattr(test_transform, "image_size", None)
-        image_size = image_size or features.encoder_image_size(encoder)
-        train_augment = CropAndFlip(image_size, seed=seed)
-    if train_augment is None:
-        train_augment = test_transform
-    return Classifier(
-        num_classes,
-        encoder,
-        train_transform=train_augment,
-        test_transform=test_transform,
-        backbone_ratio=backbone_ratio,
-        weight_decay=weight_decay,
-        seed=seed,
-    )
-
-
-def train_and_test(
-    classifier, train_ds, test_ds, epochs, learning_rate, momentum, verbose
-):
-    """Compile with SGD and a cosine decay over `epochs`, fit, then test."""
-    checks.positive_int("epochs", epochs)
-    checks.positive("learning_rate", learning_rate)
-    steps = epochs * _batches_per_pass(train_ds)
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
-    classifier.compile(optimizer=keras.optimizers.SGD(schedule, momentum=momentum))
-    history = classifier.fit(train_ds, epochs=epochs, verbose=verbose, shuffle=False)
-    top1 = top5 = None
-    if test_ds is not None:
-        scores = classifier.evaluate(test_ds, verbose=verbose, return_dict=True)
-        top1, top5 = float(scores["top1"]), float(scores["top5"])
-    return ProbeResult(top1, top5, classifier, history.history)
 
 
 @keras.saving.register_keras_serializable(package="keras_barlow")
@@ -271,7 +280,9 @@ class CropAndFlip(keras.layers.Layer):
         size: output height and width, int or `(height, width)`.
         seed: int seed of the random draws.
 
-    Input shape: `(B, H, W, 3)` uint8 or float in [0, 255].
+    Input shape: `(B, H, W, 3)` uint8 or float in [0, 255], or a full-resolution
+    dict `{"images", "image_sizes"}` (see `keras_barlow.batches`), whose crops
+    are drawn within each image's true size.
     Output shape: `(B, size[0], size[1], 3)` float32, normalized.
     """
 
@@ -280,44 +291,22 @@ class CropAndFlip(keras.layers.Layer):
         super().__init__(**kwargs)
         self.size = checks.image_size("size", size)
         self.seed = seed
-        self.crop = augment.RandomResizedCrop(
+        self.crop = distortions.RandomResizedCrop(
             self.size, flip_probability=0.5, seed=seed
         )
 
     def build(self, input_shape):
-        self.crop.build(input_shape)
+        self.crop.build(batches.images_shape(input_shape))
 
-    def call(self, images):
-        images = image_ops.to_unit_range(input_checks.validate_images(images))
+    def call(self, inputs):
+        images, image_sizes, _ = batches.unpack(inputs)
+        images = image_ops.to_unit_range(batches.validate_images(images))
+        if image_sizes is not None:
+            images = batches.full_resolution_batch(images, image_sizes)
         return image_ops.normalize(self.crop(images))
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], *self.size, 3)
+        return (batches.images_shape(input_shape)[0], *self.size, 3)
 
     def get_config(self):
         return {**super().get_config(), "size": self.size, "seed": self.seed}
-
-
-def _num_classes_in_dataset(dataset):
-    labels = dataset.map(lambda *element: tf.reduce_max(element[1]))
-    return (
-        int(
-            labels.reduce(
-                tf.constant(0, tf.int64),
-                lambda a, b: tf.maximum(a, tf.cast(b, tf.int64)),
-            )
-        )
-        + 1
-    )
-
-
-def _batches_per_pass(dataset):
-    steps = int(dataset.cardinality())
-    if steps < 0:
-        raise ValueError(
-            "The training dataset must have a known, finite number of batches for "
-            "the cosine schedule. Received a dataset of unknown or infinite "
-            "cardinality; use `dataset.apply(tf.data.experimental.assert_cardinality"
-            "(n))` or avoid `filter`/`repeat()`."
-        )
-    return max(1, steps)

@@ -4,7 +4,7 @@ import numpy as np
 
 from keras_barlow import _checks as checks
 from keras_barlow.data import selection
-from keras_barlow.evaluation import classifier as classifier_lib
+from keras_barlow.evaluation import training
 
 
 def fine_tune(
@@ -21,6 +21,7 @@ def fine_tune(
     train_augment="auto",
     seed=0,
     verbose=0,
+    batch_size=256,
 ):
     """Fine-tune the encoder with a linear classifier on labelled data.
 
@@ -36,15 +37,16 @@ def fine_tune(
 
     Args:
         encoder: a `keras.Model` mapping normalized images to features `(B, F)`.
-        labeled_ds: a batched `tf.data.Dataset` of `(images, labels)` (see
-            `linear_probe`), e.g. `dataset.take` of the `labeled_subset` indices.
+        labeled_ds: labelled batches in any form that `linear_probe` takes,
+            e.g. the arrays `(images[indices], labels[indices])` of the
+            `labeled_subset` indices.
         test_ds: optional dataset to report accuracies on.
         num_classes: see `linear_probe`.
         epochs: training epochs.
         backbone_learning_rate: initial learning rate of the encoder.
         classifier_learning_rate: initial learning rate of the linear layer.
-        momentum, weight_decay, preprocess, train_augment, seed, verbose: see
-            `linear_probe`.
+        momentum, weight_decay, preprocess, train_augment, seed, verbose,
+        batch_size: see `linear_probe`.
 
     Returns:
         A `ProbeResult`; `top1`/`top5` are `None` without `test_ds`.
@@ -53,13 +55,13 @@ def fine_tune(
 
     ```python
     indices = labeled_subset(labels, fraction=0.01, seed=0)
-    subset = tf.data.Dataset.from_tensor_slices((images[indices], labels[indices]))
-    result = fine_tune(model.encoder, subset.shuffle(10_000).batch(256), test_ds)
+    subset = (images[indices], labels[indices])
+    result = fine_tune(model.encoder, subset, (test_images, test_labels))
     ```
     """
     checks.positive("classifier_learning_rate", classifier_learning_rate)
     ratio = backbone_learning_rate / classifier_learning_rate
-    classifier = classifier_lib.classifier_for_encoder(
+    classifier = training.classifier_for_encoder(
         encoder,
         labeled_ds,
         num_classes,
@@ -68,8 +70,9 @@ def fine_tune(
         seed,
         weight_decay,
         backbone_ratio=ratio,
+        batch_size=batch_size,
     )
-    return classifier_lib.train_and_test(
+    return training.train_and_test(
         classifier,
         labeled_ds,
         test_ds,
@@ -77,6 +80,8 @@ def fine_tune(
         classifier_learning_rate,
         momentum,
         verbose,
+        batch_size,
+        seed,
     )
 
 

@@ -1,12 +1,13 @@
 """The weighted k-nearest-neighbour classifier of InstDisc (Wu et al., 2018)."""
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from keras_barlow import _checks as checks
 from keras_barlow.evaluation import features as features_lib
 
-# Bound of the (test chunk x train) similarity block of `knn_accuracy`, in floats.
+# Bound of the (test chunk x train) similarity block of `knn_accuracy`, in floats:
+# 128 MiB, which also suits a GPU next to a large training set on it.
 KNN_BLOCK_ELEMENTS = 2**25
 
 
@@ -25,8 +26,9 @@ def knn_accuracy(
     For each test sample, the `k` training samples of highest cosine similarity
     `s` vote for their class with weight `exp(s / temperature)`; the class with the
     largest total weight is the prediction (Wu et al., 2018, the protocol of most
-    self-supervised papers). Test samples are processed in chunks, so memory grows
-    with `chunk_size x len(train)`, not `len(test) x len(train)`; the training
+    self-supervised papers). Computed with `keras.ops` on the backend's device
+    (a GPU where there is one), test samples in chunks, so memory grows with
+    `chunk_size x len(train)`, not `len(test) x len(train)`; the training
     features are held on the device whole.
 
     Args:
@@ -38,7 +40,8 @@ def knn_accuracy(
         temperature: softness of the vote, > 0.
         num_classes: number of classes; by default the largest label plus one.
         chunk_size: test samples per step; by default as many as keep the
-            similarity block under `KNN_BLOCK_ELEMENTS` floats.
+            similarity block (and the class scores) under `KNN_BLOCK_ELEMENTS`
+            floats.
 
     Returns:
         `{"top1": float, "top5": float}`, fractions of correctly classified test
@@ -56,29 +59,78 @@ def knn_accuracy(
             train_features, train_labels, test_features, test_labels
         )
     )
+    ranked = knn_predict(
+        train_features,
+        train_labels,
+        test_features,
+        k=k,
+        temperature=temperature,
+        num_classes=features_lib.num_classes_of(num_classes, train_labels, test_labels),
+        chunk_size=chunk_size,
+    )
+    hits = ranked == test_labels[:, None]
+    return {
+        "top1": int(hits[:, 0].sum()) / len(test_labels),
+        "top5": int(hits.any(axis=1).sum()) / len(test_labels),
+    }
+
+
+def knn_predict(
+    train_features,
+    train_labels,
+    test_features,
+    k=200,
+    temperature=0.1,
+    num_classes=None,
+    chunk_size=None,
+):
+    """The classes of the weighted kNN classifier, best first (see `knn_accuracy`).
+
+    Args:
+        train_features, train_labels, test_features, k, temperature, num_classes,
+        chunk_size: see `knn_accuracy`; `num_classes` defaults to the largest
+            training label plus one.
+
+    Returns:
+        int64 NumPy `(M, min(5, num_classes))`: for each test sample, the classes
+        of largest total vote weight, in decreasing order (ties: lower class
+        first).
+
+    Example:
+
+    >>> train = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    >>> knn_predict(train, [0, 0, 1], np.array([[1.0, 0.05]]), k=2)[:, 0]
+    array([0])
+    """
+    train_features, train_labels = features_lib.features_and_labels(
+        train_features, train_labels, "train"
+    )
+    test_features = features_lib.features_array(test_features, "test")
+    if train_features.shape[1] != test_features.shape[1]:
+        raise ValueError(
+            "Train and test features must have the same dimension. Received: "
+            f"{train_features.shape[1]} and {test_features.shape[1]}."
+        )
     k, temperature = check_knn_settings(k, temperature)
-    num_classes = features_lib.num_classes_of(num_classes, train_labels, test_labels)
+    num_classes = features_lib.num_classes_of(num_classes, train_labels)
     k = min(k, len(train_features))
     if chunk_size is None:
-        chunk_size = max(1, KNN_BLOCK_ELEMENTS // len(train_features))
+        block = max(len(train_features), num_classes)
+        chunk_size = max(1, KNN_BLOCK_ELEMENTS // block)
+    chunk_size = checks.positive_int("chunk_size", chunk_size)
 
-    train = tf.math.l2_normalize(tf.constant(train_features, tf.float32), axis=1)
-    train_labels = tf.constant(train_labels, tf.int32)
-    correct_top1 = correct_top5 = 0
+    # F x N, on the device whole; transposed once, not at every chunk.
+    train = ops.transpose(_l2_normalize(train_features))
+    train_labels = ops.convert_to_tensor(train_labels, "int32")
+    ranked = []
     for start in range(0, len(test_features), chunk_size):
-        test = tf.math.l2_normalize(
-            tf.constant(test_features[start : start + chunk_size], tf.float32), axis=1
-        )
+        test = _l2_normalize(test_features[start : start + chunk_size])
         scores = _knn_class_scores(
             test, train, train_labels, k, temperature, num_classes
         )
-        labels = test_labels[start : start + chunk_size]
-        top1, top5 = _correct_in_top_k(scores, labels)
-        correct_top1, correct_top5 = correct_top1 + top1, correct_top5 + top5
-    return {
-        "top1": correct_top1 / len(test_features),
-        "top5": correct_top5 / len(test_features),
-    }
+        _, best = ops.top_k(scores, k=min(5, num_classes))
+        ranked.append(ops.convert_to_numpy(best).astype(np.int64))
+    return np.concatenate(ranked)
 
 
 def check_knn_settings(k, temperature):
@@ -86,22 +138,29 @@ def check_knn_settings(k, temperature):
     return checks.positive_int("k", k), checks.positive("temperature", temperature)
 
 
+def _l2_normalize(features):
+    """Rows scaled to unit length, as `tf.math.l2_normalize` computes them."""
+    features = ops.convert_to_tensor(features, "float32")
+    squared_norm = ops.sum(ops.square(features), axis=1, keepdims=True)
+    return features * ops.rsqrt(ops.maximum(squared_norm, 1e-12))
+
+
 def _knn_class_scores(test, train, train_labels, k, temperature, num_classes):
-    similarity = tf.matmul(test, train, transpose_b=True)  # chunk x N
-    top_similarity, top_index = tf.math.top_k(similarity, k=k)  # chunk x k
+    """float32 `(chunk, num_classes)` total vote weight of each class.
+
+    `test` is `(chunk, F)`, `train` the transposed training features `(F, N)`.
+    """
+    similarity = ops.matmul(test, train)  # chunk x N
+    top_similarity, top_index = ops.top_k(similarity, k=k)  # chunk x k
     # Subtracting each row's best similarity rescales the row's weights by one
     # constant (same vote) and keeps exp() finite for small temperatures.
-    weights = tf.exp((top_similarity - top_similarity[:, :1]) / temperature)
-    neighbour_labels = tf.gather(train_labels, top_index)  # chunk x k
-    rows = tf.range(tf.shape(test)[0])[:, None]
-    scores = tf.math.unsorted_segment_sum(
-        weights, rows * num_classes + neighbour_labels, tf.shape(test)[0] * num_classes
+    weights = ops.exp((top_similarity - top_similarity[:, :1]) / temperature)
+    neighbour_labels = ops.take(train_labels, top_index)  # chunk x k
+    rows = test.shape[0]
+    segments = ops.arange(rows, dtype="int32")[:, None] * num_classes
+    scores = ops.segment_sum(
+        ops.reshape(weights, (-1,)),
+        ops.reshape(segments + neighbour_labels, (-1,)),
+        num_segments=rows * num_classes,
     )
-    return tf.reshape(scores, (-1, num_classes))  # chunk x C
-
-
-def _correct_in_top_k(scores, labels):
-    """Counts of samples whose label is the best class, and among the best five."""
-    _, best = tf.math.top_k(scores, k=min(5, scores.shape[-1]))
-    hits = best.numpy() == np.asarray(labels)[:, None]
-    return int(hits[:, 0].sum()), int(hits.any(axis=1).sum())
+    return ops.reshape(scores, (rows, num_classes))

@@ -1,9 +1,8 @@
 """The paper's linear evaluation: a linear classifier on the frozen encoder."""
 
-import tensorflow as tf
-
-from keras_barlow.evaluation import classifier as classifier_lib
 from keras_barlow.evaluation import features as features_lib
+from keras_barlow.evaluation import training
+from keras_barlow.evaluation.classifier import Classifier
 
 
 def linear_probe(
@@ -19,6 +18,7 @@ def linear_probe(
     train_augment="auto",
     seed=0,
     verbose=0,
+    batch_size=256,
 ):
     """Train and test a linear classifier on the frozen encoder.
 
@@ -31,10 +31,16 @@ def linear_probe(
 
     Args:
         encoder: a `keras.Model` mapping normalized images to features `(B, F)`.
-        train_ds: a batched `tf.data.Dataset` of `(images, labels)`, images uint8
-            or float in [0, 255] with a fixed size, integer labels. The paper
-            uses batches of 256.
-        test_ds: the same for testing.
+        train_ds: labelled batches: `(images, labels)` with images uint8 or
+            float in [0, 255] of a fixed size and integer labels, or
+            full-resolution dicts with labels; as a batched `tf.data.Dataset`,
+            a tuple of NumPy arrays (batched with `batch_size` and shuffled at
+            every epoch), or any iterable of batches that can be read again at
+            every epoch (a list, a `keras.utils.PyDataset`, a Grain dataset, a
+            torch `DataLoader`; not a generator). See
+            `keras_barlow.evaluation.inputs`. The paper uses batches of 256.
+        test_ds: the same for testing (read once: a generator will do), or
+            `None`.
         num_classes: number of classes; by default found by reading the labels of
             `train_ds` once.
         epochs: training epochs.
@@ -48,8 +54,10 @@ def linear_probe(
             normalized ones; with `preprocess=None`, inputs that are ready are
             not augmented), `None` to train on `preprocess`-ed images, or a
             callable.
-        seed: seed of the classifier's initialization and the augmentation.
+        seed: seed of the classifier's initialization, the augmentation and
+            the order of arrays.
         verbose: verbosity of `fit`.
+        batch_size: batch size for arrays.
 
     Returns:
         A `ProbeResult` with test `top1` and `top5` accuracies.
@@ -62,7 +70,7 @@ def linear_probe(
     print(result.top1, result.top5)
     ```
     """
-    classifier = classifier_lib.classifier_for_encoder(
+    classifier = training.classifier_for_encoder(
         encoder,
         train_ds,
         num_classes,
@@ -71,9 +79,18 @@ def linear_probe(
         seed,
         weight_decay,
         backbone_ratio=None,
+        batch_size=batch_size,
     )
-    return classifier_lib.train_and_test(
-        classifier, train_ds, test_ds, epochs, learning_rate, momentum, verbose
+    return training.train_and_test(
+        classifier,
+        train_ds,
+        test_ds,
+        epochs,
+        learning_rate,
+        momentum,
+        verbose,
+        batch_size,
+        seed,
     )
 
 
@@ -95,7 +112,9 @@ def linear_probe_on_features(
 
     Same classifier and optimizer as `linear_probe`, trained on fixed features
     (e.g. from `extract_features`), so each epoch costs a few matrix products.
-    Without augmentation it usually scores a little below `linear_probe`.
+    Without augmentation it usually scores a little below `linear_probe`. The
+    training features are shuffled at every epoch by a NumPy generator of
+    `seed`.
 
     Args:
         train_features, test_features: `(N, F)` and `(M, F)` float arrays.
@@ -122,17 +141,15 @@ def linear_probe_on_features(
         )
     )
     num_classes = features_lib.num_classes_of(num_classes, train_labels, test_labels)
-    train_ds = (
-        tf.data.Dataset.from_tensor_slices((train_features, train_labels))
-        .shuffle(len(train_labels), seed=seed)
-        .batch(batch_size)
-    )
-    test_ds = tf.data.Dataset.from_tensor_slices((test_features, test_labels)).batch(
-        batch_size
-    )
-    classifier = classifier_lib.Classifier(
-        num_classes, weight_decay=weight_decay, seed=seed
-    )
-    return classifier_lib.train_and_test(
-        classifier, train_ds, test_ds, epochs, learning_rate, momentum, verbose
+    classifier = Classifier(num_classes, weight_decay=weight_decay, seed=seed)
+    return training.train_and_test(
+        classifier,
+        (train_features, train_labels),
+        (test_features, test_labels),
+        epochs,
+        learning_rate,
+        momentum,
+        verbose,
+        batch_size,
+        seed,
     )
