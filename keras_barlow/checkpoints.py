@@ -25,12 +25,16 @@ last `max_to_keep` checkpoints are kept.
 A restart must be the same run: `check_settings` refuses other settings, and
 `TrainingCheckpoint.check_epochs` fewer epochs than already done.
 
+On TensorFlow and on JAX; a local directory needs no TensorFlow installed, a URL
+(`gs://`, `s3://`, ...) goes through `tf.io.gfile` (see `keras_barlow._files`).
+
 Resuming restarts the interrupted epoch from its beginning. The run then ends
 with the same weights as an uninterrupted one when every epoch sees the same
 batches in the same order after a restart: see `TrainingCheckpoint` for the
 recipe of an input pipeline keyed by epoch.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -39,14 +43,23 @@ import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_barlow import _checks as checks
-from keras_barlow.callbacks import NON_FINITE_CAUSES
+from keras_barlow import _files, distribute
 
 _CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)$")
 _WEIGHTS_FILE = "model.weights.h5"
 _STATE_FILE = "checkpoint.json"
+
+# What NaN or Inf values in training mean, for this module's errors and NaNGuard's.
+NON_FINITE_CAUSES = (
+    "Likely causes: a learning rate too high for the batch size (lower it or "
+    "lengthen the warm-up); float16 overflow under 'mixed_float16' (use "
+    "'mixed_bfloat16', or keep the loss scale of the LossScaleOptimizer dynamic, "
+    "or lower `scale_loss`); bad input values (NaN or Inf pixels from the input "
+    "pipeline). Fix the cause, then restart: training resumes from the last "
+    "checkpoint, which holds finite weights."
+)
 
 
 class TrainingCheckpoint(keras.callbacks.Callback):
@@ -64,7 +77,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
     Exact resumption. A resumed run repeats the interrupted epoch from its first
     batch, so it ends with the weights of an uninterrupted run (given
-    `keras.utils.set_random_seed(...)` and
+    `keras.utils.set_random_seed(...)`, and on TensorFlow
     `tf.config.experimental.enable_op_determinism()`) when epoch `e` yields the
     same batches whether or not the process restarted. A
     `dataset.shuffle(..., reshuffle_each_iteration=True)` does not: its order
@@ -91,7 +104,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     file list; each epoch is batched on its own, with `drop_remainder=True`, so
     that no batch straddles two epochs.) A pipeline built in Python for a given
     epoch (e.g. `dataset.shuffle(n, seed=seed + epoch)`) can instead be given to
-    one `fit` per epoch, with the same callback:
+    one `fit` per epoch, with the same callback (e.g. on JAX, NumPy arrays in the
+    order `np.random.default_rng([seed, epoch]).permutation(n)`):
 
     ```python
     for epoch in range(initial_epoch, epochs):
@@ -103,13 +117,16 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     by itself; training then resumes correctly but with another data order than
     an uninterrupted run.
 
-    Under a `tf.distribute` strategy only the chief writes (all workers read), so
-    `directory` must be shared by the workers. One run per directory.
+    Only the chief process writes (`keras_barlow.distribute.is_chief`); all
+    read, so `directory` must be shared by the processes. One run per directory.
 
     Args:
-        directory: where the checkpoints are written (a local path or any
-            `tf.io.gfile` URL); created if missing.
+        directory: where the checkpoints are written, created if missing: a
+            local path, or with TensorFlow installed any `tf.io.gfile` URL.
         max_to_keep: number of most recent checkpoints kept, at least 1.
+
+    Raises:
+        ImportError: `directory` is a URL and TensorFlow is not installed.
 
     Example:
 
@@ -123,6 +140,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     def __init__(self, directory, max_to_keep=2):
         super().__init__()
         self.directory = os.fspath(directory)
+        self._files = _files.file_system(self.directory)
         self.max_to_keep = checks.positive_int("max_to_keep", max_to_keep)
         self._restored_epoch = None
         self._first_epoch_of_fit = False
@@ -155,7 +173,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
                 "`restore` needs a compiled model: call "
                 "`model.compile(optimizer=...)` first."
             )
-        if self._is_chief(model):
+        if distribute.is_chief(_strategy(model)):
             self._remove_incomplete()
         paths = self.checkpoints()
         if paths:
@@ -218,13 +236,13 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
     def _complete(self):
         """`(completed epochs, path)` of the complete checkpoints, oldest first."""
-        if not tf.io.gfile.isdir(self.directory):
+        if not self._files.isdir(self.directory):
             return []
         found = []
-        for name in tf.io.gfile.listdir(self.directory):
+        for name in self._files.listdir(self.directory):
             match = _CHECKPOINT_NAME.match(name.rstrip("/"))
             path = os.path.join(self.directory, name.rstrip("/"))
-            if match and tf.io.gfile.exists(os.path.join(path, _STATE_FILE)):
+            if match and self._files.exists(os.path.join(path, _STATE_FILE)):
                 found.append((int(match.group(1)), path))
         return sorted(found)
 
@@ -281,17 +299,18 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         """
         model = self.model
         _check_finite(model, epoch)
-        if not self._is_chief(model):
+        if not distribute.is_chief(_strategy(model)):
             return None
         path = os.path.join(self.directory, f"epoch-{epoch:06d}")
-        if tf.io.gfile.exists(path):
-            tf.io.gfile.rmtree(path)
-        tf.io.gfile.makedirs(path)
+        if self._files.exists(path):
+            self._files.rmtree(path)
+        self._files.makedirs(path)
         weights_path = os.path.join(path, _WEIGHTS_FILE)
-        model.save_weights(weights_path)
-        _sync(weights_path)
+        with distribute.without_distribution():  # the chief alone
+            model.save_weights(weights_path)
+        _files.flush_to_disk(weights_path)
         state = json.dumps(_state(model, epoch))
-        _write_atomically(os.path.join(path, _STATE_FILE), state)
+        _files.write_atomically(os.path.join(path, _STATE_FILE), state)
         self._remove_old()
         return path
 
@@ -299,21 +318,17 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         for path in self.checkpoints()[: -self.max_to_keep]:
             # Unmark first: a kill during the removal leaves an incomplete
             # directory, never a complete-looking one with files missing.
-            tf.io.gfile.remove(os.path.join(path, _STATE_FILE))
-            tf.io.gfile.rmtree(path)
+            self._files.remove(os.path.join(path, _STATE_FILE))
+            self._files.rmtree(path)
 
     def _remove_incomplete(self):
-        if not tf.io.gfile.isdir(self.directory):
+        if not self._files.isdir(self.directory):
             return
         complete = set(self.checkpoints())
-        for name in tf.io.gfile.listdir(self.directory):
+        for name in self._files.listdir(self.directory):
             path = os.path.join(self.directory, name.rstrip("/"))
             if _CHECKPOINT_NAME.match(name.rstrip("/")) and path not in complete:
-                tf.io.gfile.rmtree(path)
-
-    @staticmethod
-    def _is_chief(model):
-        return getattr(model.distribute_strategy.extended, "should_checkpoint", True)
+                self._files.rmtree(path)
 
 
 def check_settings(path, settings, may_change=()):
@@ -326,7 +341,7 @@ def check_settings(path, settings, may_change=()):
     (absolute, links followed): the same data by another path is the same setting.
 
     Args:
-        path: the JSON file (a local path or any `tf.io.gfile` URL).
+        path: the JSON file (a local path, or with TensorFlow a `tf.io.gfile` URL).
         settings: dict of JSON-ready values or `os.PathLike`s, dicts nested in it
             (tuples compare equal to lists).
         may_change: dotted keys that may change on a restart, e.g.
@@ -337,6 +352,7 @@ def check_settings(path, settings, may_change=()):
 
     Raises:
         ValueError: listing every change as `key: old -> new`.
+        ImportError: `path` is a URL and TensorFlow is not installed.
 
     Example:
 
@@ -352,11 +368,12 @@ def check_settings(path, settings, may_change=()):
         for key, value in flat.items()
     }
     current = json.loads(json.dumps(current))  # tuples become lists, as stored
-    if not tf.io.gfile.exists(path):
-        tf.io.gfile.makedirs(os.path.dirname(path) or ".")
-        _write_atomically(path, json.dumps(current, indent=2))
+    files = _files.file_system(path)
+    if not files.exists(path):
+        files.makedirs(os.path.dirname(path) or ".")
+        _files.write_atomically(path, json.dumps(current, indent=2))
         return current
-    with tf.io.gfile.GFile(path) as file:
+    with files.GFile(path) as file:
         stored = _flat(json.load(file))
     changed = []
     for key in sorted((set(stored) | set(current)) - set(may_change)):
@@ -388,9 +405,9 @@ def _flat(settings, prefix=""):
 def _state(model, epoch):
     return {
         "epoch": int(epoch),
-        "step": int(model.optimizer.iterations.numpy()),
+        "step": int(_numpy(model.optimizer.iterations)),
         "seed_generator_states": [
-            np.asarray(v.numpy()).tolist() for v in _seed_generator_states(model)
+            _numpy(v).tolist() for v in _seed_generator_states(model)
         ],
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -402,7 +419,7 @@ def _load(model, path):
     A checkpoint that does not load leaves the model, its optimizer and its seed
     generators as they were: the next older checkpoint may then be tried.
     """
-    with tf.io.gfile.GFile(os.path.join(path, _STATE_FILE)) as file:
+    with _files.file_system(path).GFile(os.path.join(path, _STATE_FILE)) as file:
         state = json.load(file)
     missing = {"epoch", "step", "seed_generator_states"} - set(state)
     if missing:
@@ -414,10 +431,10 @@ def _load(model, path):
             f"the checkpoint {len(state['seed_generator_states'])}"
         )
     variables = model.variables + model.optimizer.variables
-    before = [np.array(variable.numpy()) for variable in variables]
+    before = [_numpy(variable) for variable in variables]
     try:
         model.load_weights(os.path.join(path, _WEIGHTS_FILE))
-        step = int(model.optimizer.iterations.numpy())
+        step = int(_numpy(model.optimizer.iterations))
         if step != state["step"]:
             raise ValueError(
                 f"the optimizer's iteration count is {step}, the checkpoint "
@@ -434,9 +451,15 @@ def _load(model, path):
     return state
 
 
+def _strategy(model):
+    """The model's `tf.distribute` strategy; None on JAX."""
+    return getattr(model, "distribute_strategy", None)
+
+
 def _build(model):
     """Create the model's and the optimizer's variables so that they can be loaded."""
-    with model.distribute_strategy.scope():
+    strategy = _strategy(model)
+    with strategy.scope() if strategy else contextlib.nullcontext():
         if not model.built:
             encoder = getattr(model, "encoder", None)
             if encoder is None or not encoder.built:
@@ -455,13 +478,19 @@ def _seed_generator_states(model):
     return [v for v in model.variables if id(v) not in weights]
 
 
+def _numpy(variable):
+    """A NumPy copy of a Keras variable's value, on every backend."""
+    # Of a tensor: NumPy 2 deprecates `np.array` of a variable on both backends.
+    return keras.ops.convert_to_numpy(keras.ops.copy(variable))
+
+
 def _check_finite(model, epoch):
     variables = model.weights + model.optimizer.variables
     bad = [
         v.path
         for v in variables
         if v.dtype.startswith(("float", "bfloat"))
-        and not np.isfinite(np.asarray(v.numpy(), np.float32)).all()
+        and not np.isfinite(_numpy(v).astype(np.float32)).all()
     ]
     if bad:
         raise FloatingPointError(
@@ -469,19 +498,3 @@ def _check_finite(model, epoch):
             f"{bad[0]}); this state is not saved and the newest checkpoint is kept. "
             + NON_FINITE_CAUSES
         )
-
-
-def _write_atomically(path, text):
-    temporary = path + ".tmp"
-    with tf.io.gfile.GFile(temporary, "w") as file:
-        file.write(text)
-    _sync(temporary)
-    tf.io.gfile.rename(temporary, path, overwrite=True)
-
-
-def _sync(path):
-    """Flush a local file to the disk, so that it survives a power loss too."""
-    if "://" in path:
-        return
-    with open(path, "rb") as file:
-        os.fsync(file.fileno())
