@@ -6,7 +6,7 @@ not in `keras.ops`:
 * Stateless randomness from a seed *tensor*: `keras.random` has no fold-in or
   split, and on TensorFlow its `draw_seed` does not take a traced tensor. Seeds
   here are int32 `(2,)` tensors on every backend; TensorFlow draws with
-  `tf.random.stateless_*` (the draws of the first releases, unchanged), JAX with a
+  `tf.random.stateless_*`, JAX with a
   threefry key made from the same two words. The two backends draw different
   numbers from the same seed.
 * Replicas. Under a `tf.distribute` strategy every replica runs its own copy of
@@ -55,7 +55,7 @@ def import_tensorflow(feature):
     return tensorflow
 
 
-# The step counter: int64 on TensorFlow (as in the first releases' checkpoints);
+# The step counter: int64 on TensorFlow (as in checkpoints written before JAX);
 # JAX without x64 has no int64 and would warn.
 COUNTER_DTYPE = "int64" if BACKEND == "tensorflow" else "int32"
 
