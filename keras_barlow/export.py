@@ -17,8 +17,14 @@ Signatures:
 An empty request (0 images) gets `(0, F)` features (`(0, D)` embeddings). An item of
 a `serve_jpeg` batch that is not a whole image file (other bytes, or a JPEG, PNG or
 GIF file cut short) fails the request with its index.
+
+A model trained elsewhere (on Keras' JAX backend, say) and saved as `.keras` is
+exported on a machine with TensorFlow by
+
+    KERAS_BACKEND=tensorflow python -m keras_barlow.export MODEL.keras EXPORT_DIR
 """
 
+import argparse
 import os
 import shutil
 import tempfile
@@ -302,3 +308,32 @@ def _version_dir(export_dir, version, overwrite):
             "`version` (TF Serving then switches to it) or overwrite=True."
         )
     return version_dir
+
+
+def main(argv=None):
+    """`python -m keras_barlow.export MODEL.keras EXPORT_DIR`: see the module."""
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_barlow.export",
+        description="Export the encoder of a saved model (.keras: a "
+        "keras_barlow.BarlowTwins or an encoder) as a SavedModel for TF Serving.",
+    )
+    parser.add_argument("model", help="the .keras file, e.g. written by model.save")
+    parser.add_argument("export_dir", help="the SavedModel goes to EXPORT_DIR/VERSION")
+    parser.add_argument("--version", type=int, default=1)
+    parser.add_argument("--include_projector", action="store_true")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    model = keras.saving.load_model(args.model, compile=False)
+    path = export_encoder(
+        model,
+        args.export_dir,
+        version=args.version,
+        include_projector=args.include_projector,
+        overwrite=args.overwrite,
+    )
+    print(path)
+    return path
+
+
+if __name__ == "__main__":
+    main()

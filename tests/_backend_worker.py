@@ -3,7 +3,8 @@
     KERAS_BACKEND=jax python tests/_backend_worker.py FOLDER
 
 reads FOLDER/inputs.npz and FOLDER/initial.weights.h5 (written by the test on
-TensorFlow), and writes FOLDER/jax.npz and FOLDER/trained.weights.h5:
+TensorFlow), and writes FOLDER/jax.npz, FOLDER/trained.weights.h5 and the whole
+model, FOLDER/trained.keras:
 
 * every augmentation layer's `transform_images` on the given images with the
   given per-sample parameters;
@@ -104,6 +105,7 @@ def main(folder):
     model.load_weights(os.path.join(folder, "initial.weights.h5"))
     losses = train(model, inputs["x1"], inputs["x2"])
     model.save_weights(os.path.join(folder, "trained.weights.h5"))
+    model.save(os.path.join(folder, "trained.keras"))
     np.savez(
         os.path.join(folder, "jax.npz"),
         losses=losses,

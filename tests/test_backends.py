@@ -116,3 +116,15 @@ def test_weights_trained_on_jax_serve_from_tensorflow(jax_run, tmp_path):
     served = tf.saved_model.load(path).signatures["serving_default"]
     features = served(images=tf.constant(inputs["serve_images"]))["features"]
     np.testing.assert_allclose(features.numpy(), on_jax["features"], atol=1e-5)
+
+
+def test_a_model_saved_on_jax_is_exported_by_the_command_line(jax_run, tmp_path):
+    # What the example prints on JAX: `python -m keras_barlow.export MODEL DIR`.
+    from keras_barlow import export
+
+    folder, inputs, on_jax = jax_run
+    path = export.main([str(folder / "trained.keras"), str(tmp_path / "served")])
+    assert path == str(tmp_path / "served" / "1")
+    served = tf.saved_model.load(path).signatures["serving_default"]
+    features = served(images=tf.constant(inputs["serve_images"]))["features"]
+    np.testing.assert_allclose(features.numpy(), on_jax["features"], atol=1e-5)
