@@ -397,10 +397,10 @@ def test_tfds_training_data_come_at_full_resolution(tfds):
             with_info=True,
         )
         flower_images, flower_sizes = _by_size(list(flowers.as_numpy_iterator()))
-    assert info.full_resolution and info.image_size == (32, 32)
+    # The canvas is the images' fixed size (28), not max_side=32.
+    assert info.full_resolution and info.image_size == (28, 28)
     images, sizes = _by_size(loaded)
-    assert images.shape == (6, 32, 32, 3) and np.all(sizes == 28)
-    assert not images[:, 28:].any() and not images[:, :, 28:].any()
+    assert images.shape == (6, 28, 28, 3) and np.all(sizes == 28)
     np.testing.assert_array_equal(images[..., 0], images[..., 2])  # gray made RGB
 
     assert flowers_info.full_resolution and flower_images.shape == (6, 64, 64, 3)

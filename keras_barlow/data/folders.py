@@ -1,4 +1,4 @@
-"""Image folders and tar archives of them: finding the class folders and the images.
+"""Image folders and tar archives of them: the class folders, the images, their sizes.
 
 An archive is extracted once into a cache folder, atomically, with the path rules
 of `tarfile`'s `"data"` filter; only regular files and folders are written.
@@ -16,6 +16,7 @@ from concurrent import futures
 
 import numpy as np
 from absl import logging
+from PIL import Image
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 ARCHIVE_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
@@ -87,8 +88,9 @@ def class_names(path, cache_dir=None):
 def extract_archive(path, cache_dir=None):
     """Extract a tar archive once into `cache_dir` and return the folder.
 
-    The folder is named after the archive and a hash of its absolute path, size
-    and modification time, so a changed archive is extracted again. Extraction
+    The folder is named after the archive and a hash of its resolved path (links
+    followed, so a link to an archive reuses its extraction), size and
+    modification time, so a changed archive is extracted again. Extraction
     goes to a temporary folder next to it that is renamed when complete: an
     interrupted run leaves no half-extracted folder, and of two processes
     extracting at once one result is kept. Only regular files and folders are
@@ -102,7 +104,7 @@ def extract_archive(path, cache_dir=None):
     Returns:
         str, path of the extracted folder.
     """
-    path = os.path.abspath(os.fspath(path))
+    path = os.path.realpath(os.fspath(path))
     cache_dir = os.path.abspath(cache_dir or default_cache_dir())
     stat = os.stat(path)
     key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
@@ -264,3 +266,27 @@ def _find_images(folder):
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
         )
     return found
+
+
+def image_size(path):
+    """`(height, width)` of a JPEG or PNG file, read from its header only.
+
+    The stored size, as decoded (EXIF orientation is not applied).
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError) as error:  # Pillow raises all three
+        raise ValueError(
+            f"Cannot read the image size of {os.fspath(path)!r}: {error}. Remove or "
+            "replace the file, or check the files first with validate='header'."
+        ) from error
+    return height, width
+
+
+def image_sizes(paths):
+    """int64 `(N, 2)`: the `(height, width)` of each file, from the headers.
+
+    About 25 us a file when the files are in the page cache.
+    """
+    return np.array([image_size(path) for path in paths], np.int64).reshape(-1, 2)

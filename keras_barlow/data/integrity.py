@@ -1,13 +1,12 @@
-"""Image integrity: finding the image files that TensorFlow cannot decode."""
+"""Image integrity: finding the image files that the input pipeline cannot decode."""
 
 import os
 
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from keras_barlow import _checks as checks
-from keras_barlow.data import pipeline
+from keras_barlow.data import options as options_lib
 
 _JPEG_START, _JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
 _PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND"
@@ -15,20 +14,22 @@ _TAIL_BYTES = 4096
 _MAX_LISTED = 10
 
 
-def find_corrupt_images(paths, validate="header"):
-    """Image files that TensorFlow cannot decode, with the reason.
+def find_corrupt_images(paths, validate="header", pipeline="auto"):
+    """Image files that the input pipeline cannot decode, with the reason.
 
     `"header"` reads the first bytes and the last 4 KiB of each file: a JPEG
     must start with `FF D8 FF` and hold its end marker `FF D9`, a PNG must start
     with its signature and hold its `IEND` chunk. This catches empty, non-image
     and truncated files (the usual corruption: an interrupted copy or download)
-    at the cost of two small reads a file. Suspects are decoded once by
-    TensorFlow, and kept when that works. `"decode"` decodes every file once
-    (exact, slower).
+    at the cost of two small reads a file. Suspects are decoded once by the
+    pipeline's decoder, and kept when that works. `"decode"` decodes every file
+    once (exact, slower). Both pipelines' decoders accept the same files.
 
     Args:
         paths: sequence of file paths.
         validate: `"header"` or `"decode"`.
+        pipeline: whose decoder decides: `"auto"`, `"tf.data"` or `"grain"`
+            (see `Options.pipeline`).
 
     Returns:
         List of `(path, reason)` in the order of `paths`.
@@ -39,7 +40,14 @@ def find_corrupt_images(paths, validate="header"):
     [('empty.jpg', 'empty file')]
     """
     checks.choice("validate", validate, ("header", "decode"))
-    paths = [str(path) for path in paths]
+    decodable = options_lib.pipeline_module(
+        options_lib.resolve_pipeline(pipeline)
+    ).decodable
+    return _corrupt(np.asarray([str(path) for path in paths], str), validate, decodable)
+
+
+def _corrupt(paths, validate, decodable):
+    """`(path, reason)` of the files `decodable` (paths -> bool array) rejects."""
     if validate == "header":
         reasons = [_header_problem(path) for path in paths]  # threads: slower here
         suspects = [
@@ -48,13 +56,15 @@ def find_corrupt_images(paths, validate="header"):
             if reason
         ]
     else:
-        decoded = set(_decodable_indices(paths))
-        suspects = [
-            (path, "TensorFlow cannot decode it")
-            for index, path in enumerate(paths)
-            if index not in decoded
-        ]
-    return [(path, reason) for path, reason in suspects if not _decodes(path)]
+        suspects = [(path, "cannot be decoded") for path in paths]
+    if not suspects:
+        return []
+    decoded = decodable([path for path, _ in suspects])
+    return [
+        (str(path), reason)
+        for (path, reason), ok in zip(suspects, decoded, strict=True)
+        if not ok
+    ]
 
 
 def _header_problem(path):
@@ -77,26 +87,12 @@ def _header_problem(path):
     return f"not a JPEG or PNG file (starts with {head[:8]!r})"
 
 
-def _decodable_indices(paths):
-    def decode(index, path):
-        return index, tf.shape(pipeline.decode(tf.io.read_file(path)))
+def drop_corrupt(paths, labels, validate, on_corrupt, root, decodable):
+    """`(paths, labels)` without the corrupt files, or a `ValueError` naming them.
 
-    dataset = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))
-    dataset = dataset.map(decode, num_parallel_calls=pipeline.AUTOTUNE)
-    return [int(index) for index, _ in dataset.ignore_errors().as_numpy_iterator()]
-
-
-def _decodes(path):
-    try:
-        pipeline.decode(tf.io.read_file(path))
-    except tf.errors.OpError:
-        return False
-    return True
-
-
-def drop_corrupt(paths, labels, validate, on_corrupt, root):
-    """`(paths, labels)` without the corrupt files, or a `ValueError` naming them."""
-    corrupt = find_corrupt_images(paths, validate)
+    `decodable` is the pipeline's decoder check (paths -> bool array).
+    """
+    corrupt = _corrupt(paths, validate, decodable)
     if not corrupt:
         return paths, labels
     listing = "\n".join(f"  {path}: {reason}" for path, reason in corrupt[:_MAX_LISTED])

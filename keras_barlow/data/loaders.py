@@ -1,12 +1,16 @@
-"""Batches from a folder of images (or an archive of one) and from NumPy arrays."""
+"""Batches from a folder of images (or an archive of one) and from NumPy arrays.
+
+The selection (files, labels, split, corrupt files) and the sizes (full
+resolution, canvas) are decided here, once, for either pipeline; the chosen
+pipeline (`Options.pipeline`) then builds the batches.
+"""
 
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
 from keras_barlow import _checks as checks
-from keras_barlow.data import folders, integrity, pipeline, selection
+from keras_barlow.data import canvas, folders, integrity, selection
 from keras_barlow.data import options as options_lib
 
 
@@ -36,17 +40,19 @@ def from_image_folder(
     Corrupt files: before any batch is made, the chosen files are checked
     (`validate="header"`: JPEG/PNG signature and end marker, which catches
     empty, non-image and truncated files with two small reads a file; suspects are
-    then decoded once by TensorFlow, so a file it can decode is never rejected;
-    `validate="decode"`: every file is decoded once; `validate=None`: no check).
-    With `on_corrupt="raise"` (default) a `ValueError` names the files and why;
-    with `on_corrupt="skip"` they are left out and a warning gives their count and
-    names, and a file that still fails to decode during training is skipped too
-    (which would shorten an epoch, so `on_corrupt="skip"` is refused with
-    `epochs`).
+    then decoded once by the pipeline's decoder, so a file it can decode is never
+    rejected; `validate="decode"`: every file is decoded once; `validate=None`: no
+    check). With `on_corrupt="raise"` (default) a `ValueError` names the files and
+    why; with `on_corrupt="skip"` they are left out and a warning gives their
+    count and names, and a file that still fails to decode during training is
+    skipped too (which would shorten an epoch, so `on_corrupt="skip"` is refused
+    with `epochs`; on Grain, the batch that held it comes out shorter).
 
     The validation split (`subset`) is computed on all files, before
     `limit_images` and the corrupt-file check, so the held-back images do not
-    depend on them.
+    depend on them. Both pipelines (`pipeline=`) select the same files, labels and
+    splits; whether training batches come at full resolution, and the canvas
+    size, are decided from the headers of the selected files (see `canvas`).
 
     Args:
         path: folder or archive.
@@ -58,14 +64,15 @@ def from_image_folder(
         with_info: also return a `DatasetInfo`.
         **options: the `Options` of every loader (`image_size`, `batch_size`,
             `training`, `seed`, `subset`, `val_fraction`, `limit_images`, `epochs`,
-            `full_resolution`, `max_side`, ...). `image_size=None` takes the size
-            of the first image.
+            `full_resolution`, `max_side`, `pipeline`, ...). `image_size=None`
+            takes the size of the first image.
 
     Returns:
-        `tf.data.Dataset` of `(images, labels)`: uint8 `(B, H, W, 3)` and int32
-        `(B,)` (images only with `labels=None`); with `with_info`,
-        `(dataset, DatasetInfo)`. Training images larger than `image_size` (the
-        first image decides) come at full resolution instead, as dicts
+        A `tf.data.Dataset` (`pipeline="tf.data"`) or a `grain.IterDataset`
+        (`"grain"`) of `(images, labels)`: uint8 `(B, H, W, 3)` and int32 `(B,)`
+        (images only with `labels=None`); with `with_info`,
+        `(dataset, DatasetInfo)`. Training images mostly larger than
+        `image_size` come at full resolution instead, as dicts
         `{"images", "image_sizes"[, "labels"]}` (see `Options.full_resolution`).
 
     Raises:
@@ -73,7 +80,9 @@ def from_image_folder(
         ValueError: no class folders, no images, corrupt files (with
             `on_corrupt="raise"`), no image left after the selection, or fewer
             images than `batch_size` while dropping the remainder;
-            `on_corrupt="skip"` with `epochs`.
+            `on_corrupt="skip"` with `epochs`; full-resolution batches too large
+            (see `canvas`).
+        ImportError: the pipeline's packages are missing (naming the extra).
 
     Example:
 
@@ -81,8 +90,14 @@ def from_image_folder(
     ...     subset="training", val_fraction=0.1, with_info=True)
     >>> info.class_names
     ['cat', 'dog']
+
+    Without TensorFlow (or with `pipeline="grain"`) the same call gives a
+    `grain.IterDataset`; with several JAX processes each reads its part of every
+    batch of 64 (`shard_index`, `shard_count`, from `jax.process_index()` and
+    `jax.process_count()` by default).
     """
     options = options_lib.Options(**options)
+    pipeline = options_lib.pipeline_module(options.pipeline)
     checks.choice("labels", labels, ("inferred", None))
     checks.choice("on_corrupt", on_corrupt, ("raise", "skip"))
     checks.choice("validate", validate, ("header", "decode", None))
@@ -102,38 +117,29 @@ def from_image_folder(
     paths, label_array = paths[indices], label_array[indices]
     if validate is not None:
         paths, label_array = integrity.drop_corrupt(
-            paths, label_array, validate, on_corrupt, root
+            paths, label_array, validate, on_corrupt, root, pipeline.decodable
         )
     options_lib.check_count(len(paths), options, root)
+    options, yielded_size = canvas.resolve(options, lambda: folders.image_sizes(paths))
+    if yielded_size is None:  # image_size=None: the first image's size
+        options = dataclasses.replace(options, image_size=folders.image_size(paths[0]))
+        yielded_size = options.image_size
 
-    def first_image_size():
-        return tuple(pipeline.decode(tf.io.read_file(paths[0])).shape[:2])
-
-    if options.image_size is None:
-        options = dataclasses.replace(options, image_size=first_image_size())
-    options, yielded_size = options_lib.resolve_full_resolution(
-        options, first_image_size
-    )
-
-    def read(file_path, label=None):
-        image = pipeline.decode(tf.io.read_file(file_path))
-        return image if label is None else (image, label)
-
-    steps = options_lib.full_batches_per_epoch(len(paths), options)
-    elements = paths if labels is None else (paths, label_array)
-    ordered = pipeline.in_training_order(
-        elements, options, steps and steps * options.batch_size
-    )
-    dataset = pipeline.build_batches(
-        ordered, read, options, skip_errors=on_corrupt == "skip"
+    dataset = pipeline.file_batches(
+        paths,
+        None if labels is None else label_array,
+        options,
+        canvas_side=yielded_size[0] if options.full_resolution else None,
+        skip_errors=on_corrupt == "skip",
     )
     info = options_lib.DatasetInfo(
         class_names=names,
         num_images=len(paths),
-        steps_per_epoch=steps,
+        steps_per_epoch=options_lib.full_batches_per_epoch(len(paths), options),
         image_size=yielded_size,
         file_paths=[str(file_path) for file_path in paths],
         full_resolution=options.full_resolution,
+        pipeline=options.pipeline,
     )
     return options_lib.loader_result(dataset, info, with_info)
 
@@ -141,10 +147,10 @@ def from_image_folder(
 def from_numpy(images, labels=None, *, with_info=False, **options):
     """Batches of uint8 images (and int32 labels) from arrays in memory.
 
-    The arrays are held once as tensors; the pipeline shuffles and batches
-    indices and gathers each batch, so memory is not duplicated in a shuffle
-    buffer. The options work as in `from_image_folder` (without labels, the
-    split is a seeded random split).
+    The arrays are held once; the pipeline shuffles and batches indices and
+    gathers each batch, so memory is not duplicated in a shuffle buffer. The
+    options work as in `from_image_folder` (without labels, the split is a
+    seeded random split).
 
     Args:
         images: uint8 array `(N, H, W, 3)`, `(N, H, W, 4)` (alpha is dropped),
@@ -155,9 +161,9 @@ def from_numpy(images, labels=None, *, with_info=False, **options):
             arrays' size.
 
     Returns:
-        `tf.data.Dataset` of `(images, labels)`: uint8 `(B, H, W, 3)` and int32
-        `(B,)`, or of images only when `labels` is `None`; with `with_info`,
-        `(dataset, DatasetInfo)`.
+        A `tf.data.Dataset` or `grain.IterDataset` (see `Options.pipeline`) of
+        `(images, labels)`: uint8 `(B, H, W, 3)` and int32 `(B,)`, or of images
+        only when `labels` is `None`; with `with_info`, `(dataset, DatasetInfo)`.
 
     Example:
 
@@ -167,6 +173,7 @@ def from_numpy(images, labels=None, *, with_info=False, **options):
     images = _check_numpy_images(images)
     label_array = _check_numpy_labels(labels, len(images))
     options = options_lib.Options(**options)
+    pipeline = options_lib.pipeline_module(options.pipeline)
     if options.full_resolution:
         raise ValueError(
             "from_numpy does not take full_resolution=True: arrays all have one "
@@ -178,25 +185,13 @@ def from_numpy(images, labels=None, *, with_info=False, **options):
     strata = np.zeros(len(images), np.int32) if label_array is None else label_array
     indices = _selected_indices(strata, options)
     options_lib.check_count(len(indices), options, "the arrays")
-    image_tensor = tf.convert_to_tensor(images)
-    label_tensor = None if label_array is None else tf.convert_to_tensor(label_array)
-
-    def gather(batch_indices):
-        batch = tf.gather(image_tensor, batch_indices)
-        if label_tensor is None:
-            return batch
-        return batch, tf.gather(label_tensor, batch_indices)
-
-    steps = options_lib.full_batches_per_epoch(len(indices), options)
-    ordered = pipeline.in_training_order(
-        indices, options, steps and steps * options.batch_size
-    )
-    dataset = pipeline.build_batches(ordered, gather, options, read_batches=True)
+    dataset = pipeline.array_batches(images, label_array, indices, options)
     info = options_lib.DatasetInfo(
         class_names=None,
         num_images=len(indices),
-        steps_per_epoch=steps,
+        steps_per_epoch=options_lib.full_batches_per_epoch(len(indices), options),
         image_size=options.image_size or tuple(images.shape[1:3]),
+        pipeline=options.pipeline,
     )
     return options_lib.loader_result(dataset, info, with_info)
 

@@ -1,6 +1,16 @@
-"""The options every loader shares, checked once, and what a loader reports back."""
+"""The options every loader shares, checked once, and what a loader reports back.
+
+`Options` also owns the choice of the input pipeline (`pipeline`: tf.data or
+Grain) and of the part of each batch this process reads (`shard_index`,
+`shard_count`).
+"""
 
 import dataclasses
+import importlib
+import importlib.util
+import os
+
+from keras import backend
 
 from keras_barlow import _checks as checks
 from keras_barlow.data import selection
@@ -15,14 +25,22 @@ INTERPOLATIONS = (
     "mitchellcubic",
     "nearest",
 )
+PIPELINES = ("auto", "tf.data", "grain")
+# The interpolations that Grain's resizing (Pillow, NumPy for "area") has.
+GRAIN_INTERPOLATIONS = ("area", "bicubic", "bilinear", "lanczos3", "nearest")
+_PIPELINE_MODULES = {
+    "tf.data": "keras_barlow.data.tf_pipeline",
+    "grain": "keras_barlow.data.grain_pipeline",
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
     """How a loader turns images into batches: the keyword arguments of every loader.
 
-    Checked when made; `training`, `shuffle` and `split_seed` are resolved from
-    their defaults then, so a loader reads plain values.
+    Checked when made; `training`, `shuffle`, `split_seed`, `pipeline`,
+    `shard_index`, `shard_count` and `grain_threads` are resolved from their
+    defaults then, so a loader reads plain values.
 
     Attributes:
         image_size: `None` (the images' own size, which must then be the same
@@ -55,21 +73,42 @@ class Options:
         steps_per_epoch: batches per epoch (with `epochs`), at most and by
             default `images // batch_size`; each epoch uses the first ones of its
             order.
-        full_resolution: `None` (decided from the first image: on when
-            training and it is taller or wider than `image_size`), `True` or
-            `False`. Training images are then not resized to `image_size`: each
-            keeps its own size (shrunk, bicubic and antialiased, only when its
-            longer side exceeds the canvas side `max(max_side, *image_size)`),
-            padded at the bottom and right to that square canvas, in
-            batches `{"images": uint8 (B, C, C, 3), "image_sizes": int32 (B, 2),
+        full_resolution: `None` (decided from the data: on when training and
+            more than half of the images are taller or wider than `image_size`;
+            a warning says so when the images are mixed), `True` or `False`.
+            Training images are then not resized to `image_size`: each keeps
+            its own size (shrunk, bicubic and antialiased, only when its longer
+            side exceeds `max(max_side, *image_size)`), padded at the bottom and
+            right to a square canvas as large as the largest image, in batches
+            `{"images": uint8 (B, C, C, 3), "image_sizes": int32 (B, 2),
             "labels": int32 (B,)}` (true height and width; labels where there
             are labels). `BarlowTwins` cuts each view's crop out of the true
             region, as torchvision's `RandomResizedCrop` cuts it from the decoded
             image, instead of out of a copy already shrunk to `image_size`.
             Evaluation data (`training=False`) are always resized to
-            `image_size`. Image folders and TFDS only.
+            `image_size`. Image folders and TFDS only (see `canvas`).
         max_side: the longest side a full-resolution image keeps, 512 by
-            default (ImageNet's typical 500 x 375 images keep every pixel).
+            default (ImageNet's typical 500 x 375 images keep every pixel). A
+            canvas whose batch would exceed `canvas.MAX_CANVAS_BYTES` is refused.
+        pipeline: `"auto"` (tf.data when TensorFlow is installed, Grain
+            otherwise or when several JAX processes each read a shard),
+            `"tf.data"` or `"grain"`. Both give the same files, labels, split and
+            batch format; Grain decodes JPEG with libjpeg-turbo (simplejpeg) and
+            PNG with Pillow, pixel for pixel as tf.data does, and resizes with
+            the same kernels (measured: identical for `"nearest"`, within 1 level
+            of 255 for `"bilinear"` and `"area"`, 3 for `"bicubic"`, 7 for
+            `"lanczos3"`; Grain has only these, `GRAIN_INTERPOLATIONS`).
+        shard_index, shard_count: this process reads part `shard_index` of
+            `shard_count` of every batch (Grain only): `batch_size` is the
+            global batch, each process yields `batch_size // shard_count` images
+            of it, and the processes' batches, concatenated in `shard_index`
+            order, are the one-process batch. Default: `jax.process_index()` and
+            `jax.process_count()` on the JAX backend (call
+            `jax.distributed.initialize` first), else 0 and 1.
+        grain_threads: threads that read and decode batches in each Grain
+            process. Default: the CPU count, at most 8.
+        grain_workers: Grain worker processes (`mp_prefetch`); 0 (default)
+            reads in this process's threads only.
     """
 
     image_size: object = None
@@ -89,6 +128,11 @@ class Options:
     steps_per_epoch: int | None = None
     full_resolution: bool | None = None
     max_side: int = 512
+    pipeline: str = "auto"
+    shard_index: int | None = None
+    shard_count: int | None = None
+    grain_threads: int | None = None
+    grain_workers: int = 0
 
     def __post_init__(self):
         resolved = {}
@@ -115,8 +159,112 @@ class Options:
                 "the model); evaluation data are resized to `image_size`. "
                 "Received: full_resolution=True, training=False"
             )
+        resolved.update(_resolve_reading(self))
         for name, value in resolved.items():
             object.__setattr__(self, name, value)
+
+
+def pipeline_module(name):
+    """The module that builds the batches of pipeline `name` (`Options.pipeline`).
+
+    Both modules offer `file_batches`, `array_batches` and `decodable`.
+
+    Raises:
+        ImportError: naming the extra to install when the pipeline's packages
+            are missing.
+    """
+    try:
+        return importlib.import_module(_PIPELINE_MODULES[name])
+    except ModuleNotFoundError as error:
+        extra, packages = (
+            ("cpu", "TensorFlow")
+            if name == "tf.data"
+            else ("jax", "grain, Pillow and simplejpeg")
+        )
+        raise ImportError(
+            f"The {name} input pipeline needs {packages} (missing: {error.name}). "
+            f"Install them with `pip install keras-barlow[{extra}]`, or choose the "
+            "other pipeline with pipeline='tf.data' or 'grain'."
+        ) from error
+
+
+def resolve_pipeline(pipeline="auto", shard_count=1):
+    """The input pipeline `"tf.data"` or `"grain"` that `pipeline` names.
+
+    `"auto"` is tf.data when TensorFlow is installed and one process reads the
+    whole batch, Grain otherwise (tf.data cannot read one JAX process's shard).
+
+    Example:
+
+    >>> resolve_pipeline("auto")  # without TensorFlow installed
+    'grain'
+    """
+    checks.choice("pipeline", pipeline, PIPELINES)
+    if pipeline != "auto":
+        return pipeline
+    return "tf.data" if shard_count == 1 and _has_tensorflow() else "grain"
+
+
+def _resolve_reading(options):
+    """The pipeline, this process's shard and Grain's parallelism, resolved."""
+    shard_index, shard_count = _shard(options.shard_index, options.shard_count)
+    pipeline = resolve_pipeline(options.pipeline, shard_count)
+    if options.training and options.batch_size % shard_count:
+        raise ValueError(
+            f"`batch_size`={options.batch_size} is the global batch and must split "
+            f"evenly over shard_count={shard_count} processes. Use a multiple of "
+            f"{shard_count}."
+        )
+    threads = options.grain_threads
+    if pipeline == "tf.data":
+        _refuse_for_tf_data(options, shard_count)
+    else:
+        checks.choice("interpolation", options.interpolation, GRAIN_INTERPOLATIONS)
+        if threads is None:
+            threads = min(8, os.cpu_count() or 1)
+        checks.positive_int("grain_threads", threads)
+        checks.non_negative_int("grain_workers", options.grain_workers)
+    return {
+        "pipeline": pipeline,
+        "shard_index": shard_index,
+        "shard_count": shard_count,
+        "grain_threads": threads,
+    }
+
+
+def _shard(index, count):
+    if index is None and count is None:
+        if backend.backend() != "jax":
+            return 0, 1
+        import jax
+
+        return jax.process_index(), jax.process_count()
+    if index is None or count is None:
+        raise ValueError(
+            "Pass both `shard_index` and `shard_count`, or neither (the JAX process "
+            f"index and count). Received: shard_index={index}, shard_count={count}"
+        )
+    count = checks.positive_int("shard_count", count)
+    return checks.integer("shard_index", index, low=0, high=count - 1), count
+
+
+def _refuse_for_tf_data(options, shard_count):
+    grain_only = {
+        "shard_count": shard_count if shard_count > 1 else None,
+        "grain_threads": options.grain_threads,
+        "grain_workers": options.grain_workers or None,
+    }
+    given = {name: value for name, value in grain_only.items() if value is not None}
+    if given:
+        raise ValueError(
+            f"{given} apply to the Grain pipeline only (tf.data tunes its own "
+            "parallelism, and tf.distribute shards a tf.data dataset itself). Pass "
+            "pipeline='grain', or leave them out."
+        )
+
+
+def _has_tensorflow():
+    return importlib.util.find_spec("tensorflow") is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +284,8 @@ class DatasetInfo:
             only), or `None`.
         full_resolution: whether batches are full-resolution dicts
             `{"images", "image_sizes"[, "labels"]}` (see `Options`).
+        pipeline: `"tf.data"` (a `tf.data.Dataset`) or `"grain"` (a
+            `grain.IterDataset`).
     """
 
     class_names: list | None
@@ -144,36 +294,7 @@ class DatasetInfo:
     image_size: tuple
     file_paths: list | None = dataclasses.field(default=None, repr=False)
     full_resolution: bool = False
-
-
-def resolve_full_resolution(options, first_image_size):
-    """`options` with `full_resolution` decided (a bool) and the canvas size.
-
-    Args:
-        options: the loader's `Options`.
-        first_image_size: a callable returning `(height, width)` of the first
-            image; called only when the decision needs it.
-
-    Returns:
-        `(options, image_size)`: `image_size` is the `(height, width)` of the
-        images yielded (the canvas when full resolution).
-    """
-    full = options.full_resolution
-    if full is None:
-        full = False
-        if options.training and options.image_size is not None:
-            height, width = first_image_size()
-            full = height > options.image_size[0] or width > options.image_size[1]
-    options = dataclasses.replace(options, full_resolution=full)
-    if not full:
-        return options, options.image_size
-    side = canvas_side(options)
-    return options, (side, side)
-
-
-def canvas_side(options):
-    """The side of the square canvas of full-resolution images."""
-    return max(options.max_side, *(options.image_size or ()))
+    pipeline: str = "tf.data"
 
 
 def full_batches_per_epoch(count, options):

@@ -1,13 +1,19 @@
-"""Batches from TensorFlow Datasets, failing fast when a download cannot happen."""
+"""Batches from TensorFlow Datasets, failing fast when a download cannot happen.
+
+TFDS reads through tf.data: this loader needs TensorFlow (`pip install
+keras-barlow[cpu]`), which it imports when called, so `keras_barlow.data`
+imports without it.
+"""
 
 import dataclasses
+import importlib
 import socket
 import urllib.parse
 
-import tensorflow as tf
+import numpy as np
 
+from keras_barlow.data import canvas
 from keras_barlow.data import options as options_lib
-from keras_barlow.data import pipeline
 
 # Options that need the whole label array, which a TFDS stream does not give.
 _UNSUPPORTED = (
@@ -63,20 +69,24 @@ def from_tfds(
     Returns:
         `tf.data.Dataset` of `(images, labels)`: uint8 `(B, H, W, 3)` and int32
         `(B,)`, or of images only; with `with_info`, `(dataset, DatasetInfo)`.
-        Training images larger than `image_size` (the first image decides) come
-        at full resolution instead, as dicts `{"images", "image_sizes"[,
-        "labels"]}` (see `Options.full_resolution`).
+        Training images larger than `image_size` come at full resolution
+        instead, as dicts `{"images", "image_sizes"[, "labels"]}` (see
+        `Options.full_resolution`): decided by the image feature's shape, on a
+        canvas of that size, when it is fixed; by the first image, on a canvas
+        of `max(max_side, *image_size)`, when the images vary (a stream is not
+        scanned).
 
     Raises:
         ConnectionError: the dataset is missing and cannot be downloaded.
+        ImportError: TensorFlow or TFDS is not installed (`pip install
+            keras-barlow[cpu]`).
 
     Example:
 
     >>> dataset = from_tfds("cifar10", "train", batch_size=512)
     >>> images, labels = next(iter(dataset))  # (512, 32, 32, 3) uint8, (512,) int32
     """
-    import tensorflow_datasets as tfds  # imported here: loading TFDS takes seconds
-
+    tfds, tf_pipeline = _tfds_and_pipeline()
     unsupported = sorted(set(options) & set(_UNSUPPORTED))
     if unsupported:
         raise ValueError(
@@ -84,7 +94,13 @@ def from_tfds(
             "images back with split slicing (split='train[:90%]' and "
             "'train[90%:]'), or read the split into arrays and use from_numpy."
         )
-    options = options_lib.Options(**options)
+    options = options_lib.Options(**{"pipeline": "tf.data", **options})
+    if options.pipeline != "tf.data":
+        raise ValueError(
+            "from_tfds reads through tf.data and takes pipeline='tf.data' only. "
+            f"Received: pipeline={options.pipeline!r}. For Grain, write the images "
+            "to a folder (or arrays) and use from_image_folder or from_numpy."
+        )
     if download:
         _check_download_possible(tfds.builder(name, data_dir=data_dir), name)
     dataset, info = tfds.load(
@@ -101,15 +117,14 @@ def from_tfds(
         size = _fixed_tfds_image_size(name, image_feature)
         options = dataclasses.replace(options, image_size=size)
 
-    def first_image_size():
-        height, width = image_feature.shape[:2]
-        if height is None or width is None:
-            height, width = next(iter(dataset.take(1)))[image_key].shape[:2]
-        return int(height), int(width)
+    fixed = None not in image_feature.shape[:2]
 
-    options, yielded_size = options_lib.resolve_full_resolution(
-        options, first_image_size
-    )
+    def image_sizes():  # every image's when the feature's shape is fixed
+        if fixed:
+            return np.array([image_feature.shape[:2]])
+        return np.array([next(iter(dataset.take(1)))[image_key].shape[:2]])
+
+    options, yielded_size = canvas.resolve(options, image_sizes, every_image=fixed)
 
     count = int(dataset.cardinality())
     if label_key is None:
@@ -126,15 +141,37 @@ def from_tfds(
         dataset = dataset.shuffle(
             shuffle_buffer, options.seed, reshuffle_each_iteration=True
         )
-    dataset = pipeline.build_batches(dataset, _image_and_label, options)
+    dataset = tf_pipeline.build_batches(
+        dataset,
+        _image_and_label,
+        options,
+        canvas_side=yielded_size[0] if options.full_resolution else None,
+    )
     dataset_info = options_lib.DatasetInfo(
         class_names=getattr(label_feature, "names", None),  # a ClassLabel has names
         num_images=count,
         steps_per_epoch=options_lib.full_batches_per_epoch(count, options),
         image_size=yielded_size,
         full_resolution=options.full_resolution,
+        pipeline=options.pipeline,
     )
     return options_lib.loader_result(dataset, dataset_info, with_info)
+
+
+def _tfds_and_pipeline():
+    """`(tensorflow_datasets, tf_pipeline)`, or an ImportError naming the extra."""
+    try:
+        # Imported here: TFDS takes seconds to load, and needs TensorFlow.
+        tfds = importlib.import_module("tensorflow_datasets")
+        tf_pipeline = importlib.import_module("keras_barlow.data.tf_pipeline")
+    except ModuleNotFoundError as error:
+        raise ImportError(
+            "from_tfds needs TensorFlow and TensorFlow Datasets (missing: "
+            f"{error.name}). Install them with `pip install keras-barlow[cpu]` (or "
+            "[gpu]); without TensorFlow, load image folders and arrays with "
+            "from_image_folder and from_numpy (Grain)."
+        ) from error
+    return tfds, tf_pipeline
 
 
 def _image_and_label(image, label=None):
@@ -212,6 +249,8 @@ def _take_class_capped(dataset, limit, label_feature):
     num_classes = getattr(label_feature, "num_classes", None)
     if num_classes is None:  # no labels, or labels that are not a ClassLabel
         return dataset.take(limit)
+    import tensorflow as tf  # only reached from from_tfds, which has TensorFlow
+
     quota = -(-limit // num_classes)
 
     def count(counts, element):
