@@ -8,8 +8,14 @@ on all visible GPUs. A run started again resumes. On a CPU, in minutes:
     python examples/cifar10_barlow.py --data cifar10-jpeg-train.tar.gz --backbone \\
         convnet --projector 512-512-512 --limit_images 10000 --epochs 8 \\
         --batch_size 128 --optimizer adam --learning_rate 0.002 --model_dir runs/cpu
+
+On Keras' JAX backend (`KERAS_BACKEND=jax`, or without TensorFlow installed) the
+same command reads the data with Grain, trains on every device, and saves the
+model as `.keras`; it prints the command that exports it on a machine with
+TensorFlow.
 """
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -20,15 +26,15 @@ import time
 
 from absl import app, flags, logging
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# keras_barlow first: it picks KERAS_BACKEND (TensorFlow if installed, else JAX).
+import keras_barlow  # noqa: E402, I001
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import keras_barlow  # noqa: E402
 from keras_barlow import data, distribute, evaluation  # noqa: E402
+
+ON_TENSORFLOW = keras.backend.backend() == "tensorflow"
 
 SPLIT_SEED = 0  # the held-back images do not change with --seed
 BACKBONES = {n.lower(): n for n in ("ResNet18", "ResNet34", "ResNet50", "convnet")}
@@ -61,14 +67,14 @@ flags.DEFINE_float("learning_rate", None, "Peak learning rate per 256 images.")
 POLICIES = ["auto", *distribute.POLICIES]
 flags.DEFINE_enum("mixed_precision", "auto", POLICIES, "'auto': from the GPU's kind.")
 flags.DEFINE_integer("seed", 0, "Seed of the weights, data order and augmentation.")
-flags.DEFINE_bool("deterministic", False, "TF op determinism: exact resumption.")
+flags.DEFINE_bool("deterministic", False, "TF op determinism (XLA on JAX is).")
 flags.DEFINE_string("model_dir", "runs/cifar10_barlow", "Checkpoints, logs, summary.")
 flags.DEFINE_enum("eval", "both", ["knn", "linear", "both", "none"], "Evaluation.")
 flags.DEFINE_integer("linear_epochs", 100, "Epochs of the linear probe.", 1)
 flags.DEFINE_integer("knn_every", 0, "Log kNN accuracy every N epochs (0: never).", 0)
 flags.DEFINE_bool("baseline", False, "Also evaluate the encoder before training.")
 flags.DEFINE_string("export_dir", None, "SavedModel folder (default: in model_dir).")
-flags.DEFINE_list("workers", None, "host:port of every worker, for several machines.")
+flags.DEFINE_list("workers", None, "host:port of every TensorFlow worker machine.")
 flags.DEFINE_integer("task_index", None, "This worker's index in --workers.", 0)
 flags.DEFINE_integer("verbose", 1 if sys.stdout.isatty() else 2, "fit verbosity.", 0)
 flags.register_validator("learning_rate", lambda v: v is None or v > 0, "must be > 0")
@@ -115,6 +121,12 @@ def data_source(recipe):
     """`(name, class names or labels, load)`; see `load` for what it loads."""
     if F.data == "tfds" or F.data.startswith("tfds:"):
         name = F.data.partition(":")[2] or "cifar10"
+        if not ON_TENSORFLOW:
+            raise app.UsageError(
+                f"--data {F.data} reads TFDS, which needs Keras' TensorFlow "
+                "backend. Pass --data PATH (a folder of class folders of images, "
+                "or a .tar/.tar.gz of one)."
+            )
         # A ConnectionError at once when the split must be downloaded and cannot be.
         split = data.from_tfds(name, image_size=recipe.image_size, training=False)
         parts = zip(*split.as_numpy_iterator(), strict=True)
@@ -168,17 +180,43 @@ def evaluate(encoder, train_images, val_images, k):
 # ## The run
 
 
-def run():
-    """Pre-train, evaluate and export as the flags say; returns the summary dict."""
-    start = time.perf_counter()
+def choose_devices():
+    """The `tf.distribute` strategy; None on JAX (`DataParallel` on several devices)."""
+    if not ON_TENSORFLOW:
+        if F.workers:
+            raise app.UsageError(
+                "--workers is for TensorFlow. On JAX, each process calls "
+                "keras_barlow.distribute.initialize_processes (README)."
+            )
+        if len(keras.distribution.list_devices()) > 1:
+            distribute.data_parallel()
+        return None
+    import tensorflow as tf
+
     strategy = distribute.choose_strategy(F.workers, F.task_index)  # before any op
     if F.deterministic:
         tf.config.experimental.enable_op_determinism()
+    return strategy
+
+
+def has_gpu():
+    if ON_TENSORFLOW:
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return any("gpu" in device.lower() for device in keras.distribution.list_devices())
+
+
+def run():
+    """Pre-train, evaluate and export as the flags say; returns the summary dict."""
+    start = time.perf_counter()
+    strategy = choose_devices()
     policy = distribute.auto_dtype_policy(F.mixed_precision)
     keras.mixed_precision.set_dtype_policy(policy)
     recipe, overrides = make_recipe()
-    replicas = strategy.num_replicas_in_sync
-    keras_barlow.input_checks.check_batch_split(recipe.batch_size, replicas)
+    replicas = strategy.num_replicas_in_sync if strategy else None
+    rule = keras_barlow.input_checks.batch_split_rule(replicas)
+    keras_barlow.input_checks.check_batch_split(recipe.batch_size, *rule)
     checkpoint = keras_barlow.TrainingCheckpoint(f"{F.model_dir}/checkpoints")
     checkpoint.check_epochs(recipe.epochs, name="--epochs")
 
@@ -195,7 +233,8 @@ def run():
     knn_k = max(1, min(200, train_info.num_images // 10))
     print(f"Preset {F.preset!r}, overridden by {', '.join(overrides) or 'no flag'}:")
     print(*str(recipe).splitlines()[1:], f"  {F.optimizer}, {policy}", sep="\n")
-    if recipe.epochs >= 100 and not tf.config.list_physical_devices("GPU"):
+    print(f"  Keras {keras.backend.backend()}, {info.pipeline} input pipeline")
+    if recipe.epochs >= 100 and not has_gpu():
         print("Note: no GPU, days of training. The docstring has a CPU command.")
     if distribute.is_chief(strategy):  # the data passed its checks: write model_dir
         local = not source.startswith("TFDS ") and "://" not in source
@@ -209,7 +248,7 @@ def run():
         )
     # ## Model: the recipe's encoder, projector and LARS (or Adam, on its schedule).
     keras.utils.set_random_seed(F.seed)
-    with strategy.scope():
+    with strategy.scope() if strategy else contextlib.nullcontext():
         model = recipe.model(seed=F.seed)
         schedule = recipe.learning_rate_schedule(info.steps_per_epoch)
         adam = keras.optimizers.Adam(schedule) if F.optimizer == "adam" else None
@@ -225,42 +264,76 @@ def run():
             print(f"Pre-training epochs {initial_epoch + 1}-{recipe.epochs}")
             if initial_epoch:
                 train, _ = load("training", initial_epoch)
-            log_dir, batch = f"{output_dir}/logs", next(iter(val_images))[0]
-            monitors = [keras_barlow.NaNGuard(), keras_barlow.CollapseMonitor(batch)]
-            monitors.append(keras_barlow.CrossCorrelationImage(log_dir, batch))
-            if F.knn_every:
-                knn = (train_images, val_images, F.knn_every, knn_k)
-                monitors.append(keras_barlow.KNNMonitor(*knn))
-            tensorboard = keras.callbacks.TensorBoard(log_dir, write_graph=False)
             model.fit(
-                distribute.shard_by_data(train),
+                distribute.shard_by_data(train) if ON_TENSORFLOW else train,
                 epochs=recipe.epochs,
                 initial_epoch=initial_epoch,
                 steps_per_epoch=info.steps_per_epoch,
-                callbacks=[*monitors, checkpoint, tensorboard],  # TensorBoard last
+                callbacks=[
+                    *monitors(output_dir, train_images, val_images, knn_k),
+                    checkpoint,
+                ],
                 shuffle=False,  # the dataset orders each epoch itself
                 verbose=F.verbose,
             )
         seconds = time.perf_counter() - seconds
         summary.update(evaluate(model.encoder, train_images, val_images, knn_k))
         chief = output_dir == F.model_dir
-        export_dir = F.export_dir if chief and F.export_dir else f"{output_dir}/export"
-        saved_model = keras_barlow.export_encoder(model, export_dir, overwrite=True)
+        summary.update(save(model, output_dir, chief))
     images = (recipe.epochs - initial_epoch) * info.steps_per_epoch * recipe.batch_size
     summary.update(
         data=source,
+        backend=keras.backend.backend(),
+        epochs=recipe.epochs,
         train_images=train_info.num_images,
         val_images=val_info.num_images,
         initial_epoch=initial_epoch,
         steps_per_epoch=info.steps_per_epoch,
         images_per_second=images / seconds if images else None,
-        saved_model=saved_model if chief else None,
         wall_seconds=time.perf_counter() - start,
     )
     if chief:
-        with open(f"{F.model_dir}/summary.json", "w") as file:
-            json.dump(summary, file, indent=2)
+        summary = write_summary(summary)
     distribute.wait_for_all_workers(strategy)  # else the chief sees an early exit
+    return summary
+
+
+def monitors(output_dir, train_images, val_images, knn_k):
+    """NaN guard, collapse and kNN monitors; TensorBoard logs on TensorFlow."""
+    batch = next(iter(val_images))[0]
+    callbacks = [keras_barlow.NaNGuard(), keras_barlow.CollapseMonitor(batch)]
+    if F.knn_every:
+        knn = (train_images, val_images, F.knn_every, knn_k)
+        callbacks.append(keras_barlow.KNNMonitor(*knn))
+    if ON_TENSORFLOW:
+        log_dir = f"{output_dir}/logs"
+        callbacks.append(keras_barlow.CrossCorrelationImage(log_dir, batch))
+        callbacks.append(keras.callbacks.TensorBoard(log_dir, write_graph=False))
+    return callbacks
+
+
+def save(model, output_dir, chief):
+    """The SavedModel on TensorFlow; on JAX the `.keras` model and how to export it."""
+    if ON_TENSORFLOW:
+        export_dir = F.export_dir if chief and F.export_dir else f"{output_dir}/export"
+        saved_model = keras_barlow.export_encoder(model, export_dir, overwrite=True)
+        return {"saved_model": saved_model if chief else None}
+    path = f"{output_dir}/barlow_twins.keras"
+    with distribute.without_distribution():
+        model.save(path)
+    export_dir = F.export_dir or f"{F.model_dir}/export"
+    command = f"python -m keras_barlow.export {path} {export_dir} --overwrite"
+    return {"saved_model": None, "keras_model": path, "export_command": command}
+
+
+def write_summary(summary):
+    """Write summary.json; accuracies of an earlier run at the same epoch stay."""
+    path = pathlib.Path(F.model_dir) / "summary.json"
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    if earlier.get("epochs") == summary["epochs"]:
+        kept = ("baseline", "knn", "linear")
+        summary = {**{k: earlier[k] for k in kept if k in earlier}, **summary}
+    path.write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -278,6 +351,9 @@ def print_summary(summary):
     if summary["saved_model"]:
         print(f"  SavedModel: {summary['saved_model']}")
         print("  to serve it or load it: README.md, section 'Serving the encoder'")
+    if summary.get("keras_model"):
+        print(f"  model: {summary['keras_model']}; to export it as a SavedModel on a")
+        print(f"  machine with TensorFlow: {summary['export_command']}")
 
 
 def main(argv):

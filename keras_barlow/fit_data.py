@@ -29,13 +29,17 @@ from keras.src.trainers.data_adapters.data_adapter import DataAdapter
 from keras_barlow import _backend, batches, input_checks
 
 
-def prepared(x, batch_size=None, shuffle=True, seed=0, host_checks=True):
+def prepared(
+    x, num_replicas=None, batch_size=None, shuffle=True, seed=0, host_checks=True
+):
     """`x` for `fit`: short batches skipped, and on JAX checked on the host.
 
     Args:
         x: the `x` given to `fit`: arrays (or a tuple or dict of them), a
             `tf.data.Dataset`, a `keras.utils.PyDataset`, a Grain dataset or
             any iterable of batches.
+        num_replicas: TensorFlow replicas of the model's strategy (see
+            `input_checks.batch_split_rule`).
         batch_size: the batch size of arrays (Keras' default 32 when None).
         shuffle: whether arrays are shuffled every epoch.
         seed: int seed of that shuffle, when arrays are rebatched here.
@@ -45,7 +49,7 @@ def prepared(x, batch_size=None, shuffle=True, seed=0, host_checks=True):
     Returns:
         What to give Keras' `fit` in place of `x`.
     """
-    shards, smallest = input_checks.batch_split_rule()
+    shards, smallest = input_checks.batch_split_rule(num_replicas)
     host_checks = host_checks and _backend.BACKEND != "tensorflow"
     if input_checks.is_tf_dataset(x):
         x = skipping_unsplittable_batches(x, shards, smallest)

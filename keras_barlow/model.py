@@ -273,8 +273,8 @@ class BarlowTwins(TrainStep, keras.Model):
         any optimizer (it is built before the first step, which XLA could not
         compile). `"auto"` keeps Keras' rule: on TensorFlow XLA is off on a
         CPU-only machine, on for a single GPU, off under a `tf.distribute`
-        strategy; on JAX the step is always compiled. `True` with more than one TensorFlow replica falls back
-        to `False` with a warning: Keras compiles the step of all replicas as one
+        strategy; on JAX the step is always compiled. `True` with more than one
+        TensorFlow replica falls back to `False` with a warning: Keras compiles the step of all replicas as one
         XLA program, which cannot reach the other devices' variables
         (keras-team/keras#19005).
 
@@ -311,6 +311,7 @@ class BarlowTwins(TrainStep, keras.Model):
         skips = input_checks.is_tf_dataset(x) and not input_checks.static_batch_size(x)
         x = fit_data.prepared(
             x,
+            self._replicas(),
             batch_size=kwargs.get("batch_size", args[1] if len(args) > 1 else None),
             shuffle=kwargs.get("shuffle", True),
             seed=self._seed,

@@ -3,14 +3,11 @@ import re
 import keras
 import numpy as np
 import pytest
+from conftest import to_numpy
 
 from keras_barlow import backbones
 
 pytestmark = pytest.mark.core
-
-
-def to_numpy(x):
-    return keras.ops.convert_to_numpy(x)
 
 
 # torchvision's parameter counts minus the 1000-class classifier (fc weight + bias),

@@ -14,9 +14,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import numpy_barlow_twins_loss
+from conftest import view_pairs as random_view_pairs
 
 import keras_barlow
-from keras_barlow.input_checks import check_global_batch
+from keras_barlow.input_checks import check_batch_split, check_global_batch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _multiworker_worker as tiny  # noqa: E402
@@ -33,14 +35,6 @@ FLOAT64_RTOL = 1e-9
 @pytest.fixture(scope="module")
 def strategy(mirrored_strategy):
     return mirrored_strategy
-
-
-def numpy_loss(z1, z2, lambd=keras_barlow.losses.DEFAULT_LAMBD, eps=1e-5):
-    z1 = (z1 - z1.mean(0)) / np.sqrt(z1.var(0) + eps)
-    z2 = (z2 - z2.mean(0)) / np.sqrt(z2.var(0) + eps)
-    c = z1.T @ z2 / len(z1)
-    off_diagonal = (c**2).sum() - (np.diag(c) ** 2).sum()
-    return ((1 - np.diag(c)) ** 2).sum() + lambd * off_diagonal
 
 
 def split_across_replicas(strategy, *arrays):
@@ -87,7 +81,7 @@ def test_every_replica_gets_the_global_loss_and_r_times_its_gradient_share(
 
     losses, gradients = on_every_replica(split_across_replicas(strategy, z1, z2))
     losses = [float(loss) for loss in strategy.experimental_local_results(losses)]
-    expected = numpy_loss(z1.astype(np.float64), z2.astype(np.float64))
+    expected = numpy_barlow_twins_loss(z1, z2)
     np.testing.assert_allclose(losses, [expected] * REPLICAS, rtol=RTOL)
 
     # Every replica's copy of the loss sends gradient back through the
@@ -135,7 +129,7 @@ def initial_weights():
 
 @pytest.fixture(scope="module")
 def view_pairs():
-    return tiny.view_pairs(tiny.STEPS * GLOBAL_BATCH)
+    return random_view_pairs(tiny.STEPS * GLOBAL_BATCH)
 
 
 def run(model, initial_weights, view_pairs):
@@ -311,10 +305,10 @@ def test_replicas_draw_different_views_of_identical_images(strategy):
 @pytest.mark.parametrize(
     "batch_size, replicas, received",
     [
-        (7, 2, "a global batch of 7 for 2 replicas"),
-        (2, 2, "a global batch of 2 for 2 replicas"),
-        (1, 1, "a global batch of 1 for 1 replicas"),
-        (12, 8, "a global batch of 12 for 8 replicas"),
+        (7, 2, r"a global batch of 7 for 2 replica\(s\)"),
+        (2, 2, r"a global batch of 2 for 2 replica\(s\)"),
+        (1, 1, r"a global batch of 1 for 1 replica\(s\)"),
+        (12, 8, r"a global batch of 12 for 8 replica\(s\)"),
     ],
 )
 def test_check_global_batch_rejects_uneven_or_too_small_splits(
@@ -331,13 +325,34 @@ def test_check_global_batch_rejects_uneven_or_too_small_splits(
 @pytest.mark.parametrize("batch_size, replicas", [(8, 2), (6, 3), (2, 1)])
 def test_check_global_batch_accepts_even_splits_and_unknown_sizes(batch_size, replicas):
     dataset = tf.data.Dataset.from_tensor_slices(np.zeros((24, 2)))
-    check_global_batch(dataset.batch(batch_size, drop_remainder=True), replicas)
-    check_global_batch(dataset.batch(5), replicas)  # unknown size: checked at run time
+    assert (
+        check_global_batch(dataset.batch(batch_size, drop_remainder=True), replicas)
+        is None
+    )
+    # The rule, written out: equal shares of at least 2 samples each. Every static
+    # size is accepted exactly when it follows it, the others are refused.
+    for size in range(1, 13):
+        static = dataset.batch(size, drop_remainder=True)
+        if size % replicas == 0 and size // replicas >= 2:
+            check_global_batch(static, replicas)
+        else:
+            with pytest.raises(ValueError, match=f"global batch of {size} for"):
+                check_global_batch(static, replicas)
+        # JAX's rule: a multiple of the devices, at least 2 samples in all.
+        if size % replicas == 0 and size >= 2:
+            check_batch_split(size, replicas, smallest=2)
+        else:
+            with pytest.raises(ValueError, match=f"global batch of {size} for"):
+                check_batch_split(size, replicas, smallest=2)
+        # A size unknown until the step runs is left to fit (which skips a
+        # batch that does not split), whatever the batch size.
+        assert dataset.batch(size).element_spec.shape[0] is None
+        check_global_batch(dataset.batch(size), replicas)
     check_global_batch(np.zeros((7, 2)), replicas)  # not a dataset: not checked
 
 
 def pair_dataset(count, batch_size, drop_remainder):
-    x1, x2 = tiny.view_pairs(count)
+    x1, x2 = random_view_pairs(count)
     return tf.data.Dataset.from_tensor_slices((x1, x2)).batch(
         batch_size, drop_remainder=drop_remainder
     )

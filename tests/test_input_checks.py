@@ -7,7 +7,7 @@ test_distributed.py; corrupt image files in test_data.py.
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_encoder
+from conftest import StepLosses, tiny_encoder
 
 from keras_barlow.checkpoints import TrainingCheckpoint
 from keras_barlow.model import BarlowTwins
@@ -115,9 +115,22 @@ def test_a_scaled_batch_after_good_batches_stops_before_its_step():
 
 
 def test_all_black_float_batches_train():
+    # Not refused as "scaled to [0, 1]": black is black at any scale. Every view of
+    # a black image is one constant image, so all embeddings are equal, their
+    # batch-normalized values 0, C = 0 and the paper's loss sum_i (1 - C_ii)^2 = D
+    # (the projector's width), with a zero gradient: SGD leaves the weights.
     model = make_model()
-    history = model.fit(batches(np.zeros((8, SIZE, SIZE, 3), np.float32)), verbose=0)
-    assert np.isfinite(history.history["loss"][0])
+    initial = [weight.numpy() for weight in model.trainable_weights]
+    images = np.zeros((8, SIZE, SIZE, 3), np.float32)
+    steps = StepLosses(weights=True)
+    model.fit(batches(images), verbose=0, callbacks=[steps])
+    assert int(model.optimizer.iterations.numpy()) == 2
+    np.testing.assert_allclose(steps.losses, [4.0, 4.0], rtol=1e-6)
+    np.testing.assert_allclose(
+        steps.losses, steps.numpy_losses(model, [images[:4], images[4:]]), rtol=1e-6
+    )
+    for weight, start in zip(model.trainable_weights, initial, strict=True):
+        np.testing.assert_allclose(weight.numpy(), start, atol=1e-7)
 
 
 def test_nan_pixels():

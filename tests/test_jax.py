@@ -13,7 +13,15 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_encoder
+from conftest import (
+    StepLosses,
+    tiny_encoder,
+    tiny_model,
+    to_numpy,
+    uint8_images,
+    view_pairs,
+    weights_of,
+)
 
 import keras_barlow
 from keras_barlow import input_checks
@@ -23,45 +31,6 @@ pytestmark = [pytest.mark.core, pytest.mark.jax_only]
 SIZE = 8
 BATCH = 8
 STEPS = 3
-
-
-def tiny_model(augmenter="cifar", optimizer="sgd"):
-    model = keras_barlow.BarlowTwins(
-        tiny_encoder(SIZE, 4, use_bias=False, batch_norm=True),
-        projector_dims=(16, 16),
-        augmenter=augmenter,
-        seed=0,
-    )
-    model.build((None, SIZE, SIZE, 3))
-    model.compile(optimizer=optimizer)
-    return model
-
-
-def uint8_images(count, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (count, SIZE, SIZE, 3)).astype(np.uint8)
-
-
-def view_pairs(count, seed=0):
-    rng = np.random.default_rng(seed)
-    x1 = rng.normal(size=(count, SIZE, SIZE, 3)).astype(np.float32)
-    return x1, (x1 + 0.5 * rng.normal(size=x1.shape)).astype(np.float32)
-
-
-class StepLosses(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.losses = []
-        self.seen = 0.0
-
-    def on_train_batch_end(self, batch, logs=None):
-        # `loss` is the running mean over the epoch: recover each step's loss.
-        mean = float(logs["loss"])
-        self.losses.append(mean * (batch + 1) - self.seen)
-        self.seen = mean * (batch + 1)
-
-
-def weights_of(model):
-    return [keras.ops.convert_to_numpy(w) for w in model.weights]
 
 
 def test_the_training_core_imports_without_tensorflow():
@@ -90,7 +59,7 @@ def test_tensorflow_modules_name_the_extra_when_tensorflow_is_missing():
         sys.modules["tensorflow"] = None  # `import tensorflow` now fails
         import keras_barlow
         try:
-            keras_barlow.data
+            keras_barlow.export
         except ImportError as error:
             print(error)
         """
@@ -100,16 +69,33 @@ def test_tensorflow_modules_name_the_extra_when_tensorflow_is_missing():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "keras_barlow.data needs TensorFlow" in result.stdout
+    assert "keras_barlow.export needs TensorFlow" in result.stdout
     assert "keras-barlow[cpu]" in result.stdout
 
 
+def batches_of(data, size=BATCH):
+    """The consecutive batches of an array, or of each array of a tuple."""
+    if isinstance(data, tuple):
+        return list(zip(*(batches_of(array, size) for array in data), strict=True))
+    return [data[start : start + size] for start in range(0, len(data), size)]
+
+
 def test_fit_on_uint8_arrays_draws_views_in_the_step():
-    model = tiny_model()
-    history = model.fit(uint8_images(32), batch_size=BATCH, epochs=2, verbose=0)
+    model = tiny_model(optimizer=keras.optimizers.SGD(0.05))
+    images = uint8_images(32, SIZE)
+    steps = StepLosses(weights=True)
+    history = model.fit(
+        images, batch_size=BATCH, epochs=2, shuffle=False, verbose=0, callbacks=[steps]
+    )
     assert set(history.history) == {"loss", "on_diag", "off_diag", "embedding_std"}
-    assert all(np.isfinite(history.history["loss"]))
-    assert int(keras.ops.convert_to_numpy(model.train_step_count)) == 8
+    assert int(to_numpy(model.train_step_count)) == 8
+    # Each step's loss is the paper's loss (NumPy) of the model's embeddings of
+    # the views drawn with that step's seed, from the weights before the step.
+    expected = steps.numpy_losses(model, batches_of(images) * 2)
+    np.testing.assert_allclose(steps.losses, expected, rtol=1e-4)
+    assert len(set(np.round(expected, 4))) == 8  # new views (and weights) each step
+    # And each step moved the weights by the SGD step of that loss.
+    steps.assert_sgd_steps(model, batches_of(images) * 2, learning_rate=0.05)
 
 
 def test_fit_on_a_py_dataset_and_on_ready_views():
@@ -118,17 +104,25 @@ def test_fit_on_a_py_dataset_and_on_ready_views():
             return 3
 
         def __getitem__(self, index):
-            return uint8_images(BATCH, seed=index)
+            return uint8_images(BATCH, SIZE, seed=index)
 
-    history = tiny_model().fit(Images(), epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
+    model = tiny_model()
+    steps = StepLosses(weights=True)
+    model.fit(Images(), shuffle=False, verbose=0, callbacks=[steps])
+    expected = [uint8_images(BATCH, SIZE, seed=index) for index in range(3)]
+    expected = steps.numpy_losses(model, expected)
+    np.testing.assert_allclose(steps.losses, expected, rtol=1e-4)
+
     ready = tiny_model(augmenter=None)
-    history = ready.fit(view_pairs(16), batch_size=BATCH, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
+    pairs = view_pairs(16)
+    steps = StepLosses(weights=True)
+    ready.fit(pairs, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[steps])
+    expected = steps.numpy_losses(ready, batches_of(pairs))
+    np.testing.assert_allclose(steps.losses, expected, rtol=1e-4)
 
 
 def test_views_depend_on_the_seed_variable_and_the_step():
-    images = uint8_images(4)
+    images = uint8_images(4, SIZE)
     model = tiny_model()
     step0 = model.make_views(images, model._step_seed(0))[0]
     step1 = model.make_views(images, model._step_seed(1))[0]
@@ -159,7 +153,9 @@ def test_data_parallel_on_two_devices_is_the_single_device_step(augmenter):
     import jax
 
     assert len(jax.devices()) == 2, "conftest sets 2 XLA CPU devices"
-    data = (uint8_images(STEPS * BATCH),) if augmenter else view_pairs(STEPS * BATCH)
+    data = (
+        (uint8_images(STEPS * BATCH, SIZE),) if augmenter else view_pairs(STEPS * BATCH)
+    )
     single_model = tiny_model(augmenter)
     initial = single_model.get_weights()
     single_losses, single_weights = run_steps(single_model, initial, data)
@@ -192,7 +188,7 @@ def test_data_parallel_on_two_devices_is_the_single_device_step(augmenter):
 def test_views_under_data_parallel_equal_one_device_views():
     import jax
 
-    images = uint8_images(BATCH)
+    images = uint8_images(BATCH, SIZE)
     model = tiny_model()
     seed = model._step_seed(5)
     expected = model.make_views(images, seed)
@@ -218,10 +214,16 @@ def test_mixed_precision_trains(policy):
     keras.mixed_precision.set_dtype_policy(policy)
     try:
         model = tiny_model(optimizer=keras.optimizers.SGD(0.01))
-        history = model.fit(uint8_images(16), batch_size=BATCH, verbose=0)
+        images = uint8_images(16, SIZE)
+        steps = StepLosses(weights=True)
+        model.fit(images, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[steps])
+        # The logged loss is the unscaled float32 loss of the step's low-precision
+        # embeddings (a float16 loss scale, 2^15, would show); in half precision
+        # an eager forward pass and the compiled step round differently.
+        expected = steps.numpy_losses(model, batches_of(images))
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
-    assert np.isfinite(history.history["loss"][0])
+    np.testing.assert_allclose(steps.losses, expected, rtol=0.02)
     # float16 needs loss scaling, which Keras adds at compile on JAX too.
     scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert scaled == (policy == "mixed_float16")
@@ -229,7 +231,7 @@ def test_mixed_precision_trains(policy):
 
 @pytest.mark.parametrize("largest", [1.0, 1.04, 300.0, np.nan])
 def test_float_pixels_are_checked_on_the_host_before_any_step(largest):
-    images = uint8_images(16).astype(np.float32)
+    images = uint8_images(16, SIZE).astype(np.float32)
     if largest < 2:
         images /= 255.0
     images[3, 0, 0, 0] = largest
@@ -247,7 +249,7 @@ def test_a_bad_batch_of_a_py_dataset_stops_before_its_step():
             return 3
 
         def __getitem__(self, index):
-            images = uint8_images(BATCH, seed=index).astype(np.float32)
+            images = uint8_images(BATCH, SIZE, seed=index).astype(np.float32)
             return images / 255.0 if index == 2 else images
 
     model = tiny_model()
@@ -258,12 +260,12 @@ def test_a_bad_batch_of_a_py_dataset_stops_before_its_step():
     # Keras reads batches ahead of the steps (in a thread): the error stops fit
     # before the bad batch's step, after k = 0, 1 or 2 good steps, and the model
     # keeps its variables: those of a fit on the first k batches.
-    steps = int(keras.ops.convert_to_numpy(model.train_step_count))
+    steps = int(to_numpy(model.train_step_count))
     assert steps in (0, 1, 2)
     reference = tiny_model()
     reference.set_weights(initial)
     if steps:
-        good = np.concatenate([uint8_images(BATCH, seed=i) for i in range(steps)])
+        good = np.concatenate([uint8_images(BATCH, SIZE, seed=i) for i in range(steps)])
         reference.fit(good, batch_size=BATCH, shuffle=False, verbose=0)
     for weight, expected in zip(weights_of(model), weights_of(reference), strict=True):
         np.testing.assert_allclose(weight, expected, rtol=1e-6, atol=1e-7)
@@ -272,10 +274,12 @@ def test_a_bad_batch_of_a_py_dataset_stops_before_its_step():
 def test_a_short_last_batch_is_skipped_and_the_epoch_kept():
     model = tiny_model()
     with pytest.warns(UserWarning, match="Skipping a batch of 1"):
-        history = model.fit(uint8_images(17), batch_size=BATCH, epochs=2, verbose=0)
+        history = model.fit(
+            uint8_images(17, SIZE), batch_size=BATCH, epochs=2, verbose=0
+        )
     assert len(history.history["loss"]) == 2
-    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 4
-    assert int(keras.ops.convert_to_numpy(model.train_step_count)) == 4
+    assert int(to_numpy(model.optimizer.iterations)) == 4
+    assert int(to_numpy(model.train_step_count)) == 4
 
 
 def test_host_pixel_check_matches_the_rule():
@@ -291,14 +295,20 @@ def test_fit_on_images_larger_than_the_encoder_input_and_on_unbuilt_pairs():
     encoder = keras_barlow.backbones.convnet((32, 32, 3), width=4)
     model = keras_barlow.BarlowTwins(encoder, projector_dims=(16,), augmenter="cifar")
     model.compile(optimizer="sgd")
-    images = uint8_images(8)
+    images = uint8_images(8, SIZE)
     larger = np.pad(images, ((0, 0), (14, 14), (14, 14), (0, 0)))  # 36 x 36
     assert larger.shape[1:3] == (36, 36)
-    history = model.fit(larger, batch_size=4, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
+    steps = StepLosses(weights=True)
+    model.fit(larger, batch_size=4, shuffle=False, verbose=0, callbacks=[steps])
+    # The 32 x 32 views are cropped from the 36 x 36 images.
+    expected = steps.numpy_losses(model, batches_of(larger, 4))
+    np.testing.assert_allclose(steps.losses, expected, rtol=1e-4)
 
     encoder = keras_barlow.backbones.convnet((SIZE, SIZE, 3), width=4)
     ready = keras_barlow.BarlowTwins(encoder, projector_dims=(16,), augmenter=None)
     ready.compile(optimizer="sgd")
-    history = ready.fit(view_pairs(8), batch_size=4, verbose=0)  # x=(x1, x2)
-    assert np.isfinite(history.history["loss"][0])
+    pairs = view_pairs(8)
+    steps = StepLosses(weights=True)
+    ready.fit(pairs, batch_size=4, shuffle=False, verbose=0, callbacks=[steps])
+    expected = steps.numpy_losses(ready, batches_of(pairs, 4))
+    np.testing.assert_allclose(steps.losses, expected, rtol=1e-4)

@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+from conftest import numpy_barlow_twins_terms, to_numpy, value_and_gradients
 
 from keras_barlow import losses
 
@@ -9,33 +10,8 @@ pytestmark = pytest.mark.core
 BACKEND = keras.backend.backend()
 
 
-def to_numpy(x):
-    return keras.ops.convert_to_numpy(x)
-
-
 def dtype_of(x):
     return keras.backend.standardize_dtype(x.dtype)
-
-
-def value_and_gradients(fn, values):
-    """`fn(*values)` and its gradients with respect to `values`, as NumPy.
-
-    `tf.GradientTape` on TensorFlow, `jax.value_and_grad` on JAX.
-    """
-    if BACKEND == "jax":
-        import jax
-
-        value, gradients = jax.value_and_grad(lambda args: fn(*args))(
-            [keras.ops.convert_to_tensor(v) for v in values]
-        )
-    else:
-        import tensorflow as tf
-
-        variables = [tf.Variable(v) for v in values]
-        with tf.GradientTape() as tape:
-            value = fn(*variables)
-        gradients = tape.gradient(value, variables)
-    return to_numpy(value), [to_numpy(g) for g in gradients]
 
 
 def compiled(fn):
@@ -49,16 +25,6 @@ def compiled(fn):
     return tf.function(fn)
 
 
-def numpy_terms(z1, z2, eps=1e-5):
-    """The paper's pseudo-code in float64 NumPy."""
-    z1 = (z1 - z1.mean(0)) / np.sqrt(z1.var(0) + eps)
-    z2 = (z2 - z2.mean(0)) / np.sqrt(z2.var(0) + eps)
-    c = z1.T @ z2 / len(z1)
-    on_diag = ((1.0 - np.diag(c)) ** 2).sum()
-    off_diag = (c**2).sum() - (np.diag(c) ** 2).sum()
-    return c, on_diag, off_diag
-
-
 def correlated_pair(n, d, seed=0):
     rng = np.random.default_rng(seed)
     z1 = rng.normal(size=(n, d)) * rng.uniform(0.5, 2.0, size=d) + rng.normal(size=d)
@@ -70,7 +36,9 @@ def correlated_pair(n, d, seed=0):
 @pytest.mark.parametrize("n, d", [(64, 128), (32, 8192)])
 def test_loss_matches_numpy(n, d, method):
     z1, z2 = correlated_pair(n, d)
-    _, on_diag, off_diag = numpy_terms(z1.astype(np.float64), z2.astype(np.float64))
+    _, on_diag, off_diag = numpy_barlow_twins_terms(
+        z1.astype(np.float64), z2.astype(np.float64)
+    )
     expected = 0.5 * (on_diag + 0.0051 * off_diag)
     loss = losses.barlow_twins_loss(z1, z2, lambd=0.0051, scale_loss=0.5, method=method)
     assert dtype_of(loss) == "float32"
@@ -79,7 +47,9 @@ def test_loss_matches_numpy(n, d, method):
 
 def test_terms_match_numpy():
     z1, z2 = correlated_pair(48, 96, seed=1)
-    _, on_diag, off_diag = numpy_terms(z1.astype(np.float64), z2.astype(np.float64))
+    _, on_diag, off_diag = numpy_barlow_twins_terms(
+        z1.astype(np.float64), z2.astype(np.float64)
+    )
     got_on, got_off = losses.barlow_twins_terms(z1, z2)
     np.testing.assert_allclose(
         [float(got_on), float(got_off)], [on_diag, off_diag], rtol=1e-4
@@ -88,7 +58,9 @@ def test_terms_match_numpy():
 
 def test_cross_correlation_matches_numpy():
     z1, z2 = correlated_pair(40, 24, seed=2)
-    expected, _, _ = numpy_terms(z1.astype(np.float64), z2.astype(np.float64))
+    expected, _, _ = numpy_barlow_twins_terms(
+        z1.astype(np.float64), z2.astype(np.float64)
+    )
     np.testing.assert_allclose(
         to_numpy(losses.cross_correlation(z1, z2)), expected, atol=1e-5
     )
@@ -121,10 +93,10 @@ def test_epsilon_is_that_of_the_paper_where_it_matters(method, epsilon):
     z1, z2 = pair_with_degenerate_dimensions()
     eps = 1e-5 if epsilon is None else epsilon
     z1_64, z2_64 = z1.astype(np.float64), z2.astype(np.float64)
-    c, on_diag, off_diag = numpy_terms(z1_64, z2_64, eps)
+    c, on_diag, off_diag = numpy_barlow_twins_terms(z1_64, z2_64, eps)
     expected = on_diag + 0.0051 * off_diag
     # Epsilon matters here: a much smaller one changes the loss by more than 10%.
-    _, on_tiny, off_tiny = numpy_terms(z1_64, z2_64, 1e-12)
+    _, on_tiny, off_tiny = numpy_barlow_twins_terms(z1_64, z2_64, 1e-12)
     assert abs(on_tiny + 0.0051 * off_tiny - expected) > 0.1 * expected
     kwargs = {} if epsilon is None else {"epsilon": epsilon}
     loss = losses.barlow_twins_loss(z1, z2, method=method, **kwargs)
@@ -136,15 +108,14 @@ def test_epsilon_is_that_of_the_paper_where_it_matters(method, epsilon):
 @pytest.mark.parametrize("n, d", [(16, 256), (200, 64)])
 def test_gram_and_cross_correlation_paths_agree_in_value_and_gradient(n, d):
     z1, z2 = correlated_pair(n, d, seed=4)
+    variables = [keras.Variable(z) for z in (z1, z2)]
     results = {}
     for method in ("cross_correlation", "gram"):
         loss, gradients = value_and_gradients(
-            lambda v1, v2, method=method: losses.barlow_twins_loss(
-                v1, v2, method=method
-            ),
-            [z1, z2],
+            lambda method=method: losses.barlow_twins_loss(*variables, method=method),
+            variables,
         )
-        results[method] = (loss, *gradients)
+        results[method] = [to_numpy(value) for value in (loss, *gradients)]
     pairs = zip(results["gram"], results["cross_correlation"], strict=True)
     for got, expected in pairs:
         np.testing.assert_allclose(
@@ -167,7 +138,9 @@ def test_low_precision_inputs_are_computed_in_float32(dtype):
 @pytest.mark.tensorflow_only  # Keras on JAX maps float64 to float32
 def test_float64_inputs_are_computed_in_float64():
     z1, z2 = correlated_pair(32, 64, seed=5)
-    _, on_diag, off_diag = numpy_terms(z1.astype(np.float64), z2.astype(np.float64))
+    _, on_diag, off_diag = numpy_barlow_twins_terms(
+        z1.astype(np.float64), z2.astype(np.float64)
+    )
     loss = losses.barlow_twins_loss(z1.astype(np.float64), z2.astype(np.float64))
     assert dtype_of(loss) == "float64"
     np.testing.assert_allclose(float(loss), on_diag + 0.0051 * off_diag, rtol=1e-12)

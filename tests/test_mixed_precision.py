@@ -4,9 +4,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_encoder
+from conftest import StepLosses, tiny_model
 
-import keras_barlow
 from keras_barlow.optimizers import LARS
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (32, 8, 8, 3), dtype="uint8")
@@ -19,19 +18,9 @@ VIEWS = tuple(
 @pytest.fixture
 def policy(request):
     keras.mixed_precision.set_dtype_policy(request.param)
+    keras.utils.set_random_seed(0)  # the models below: the same start every run
     yield request.param
     keras.mixed_precision.set_dtype_policy("float32")
-
-
-def tiny_model(augmenter):
-    """Built under the current global policy."""
-    keras.utils.set_random_seed(0)
-    return keras_barlow.BarlowTwins(
-        tiny_encoder(8, use_bias=False, batch_norm=True),
-        projector_dims=(16, 16),
-        augmenter=augmenter,
-        seed=0,
-    )
 
 
 def check_loss_is_float32(model, data, compute_dtype):
@@ -43,18 +32,24 @@ def check_loss_is_float32(model, data, compute_dtype):
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16"], indirect=True)
 def test_bfloat16_fit_is_finite(policy):
-    model = tiny_model(augmenter="cifar")
-    model.compile(optimizer=LARS(0.1))
-    history = model.fit(IMAGES, batch_size=16, epochs=2, verbose=0)
+    model = tiny_model("cifar", LARS(0.1), filters=8)  # under the policy
+    steps = StepLosses(weights=True)
+    history = model.fit(
+        IMAGES, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[steps]
+    )
     for name, values in history.history.items():
         assert np.all(np.isfinite(values)), name
+    # Each step logs the paper's loss (NumPy) of its own bfloat16 embeddings of the
+    # views of its seed; eager calls and the step's graph round a little apart.
+    expected = steps.numpy_losses(model, [IMAGES[:16], IMAGES[16:]] * 2)
+    np.testing.assert_allclose(steps.losses, expected, rtol=0.02)
     check_loss_is_float32(model, tf.constant(IMAGES[:8]), tf.bfloat16)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16"], indirect=True)
 def test_float16_fifty_lars_steps_are_finite(policy):
-    model = tiny_model(augmenter=None)  # pre-made views: a quicker graph to trace
-    model.compile(optimizer=LARS(0.1, eta=0.02, weight_decay=1e-4))
+    # Pre-made views: a quicker graph to trace.
+    model = tiny_model(None, LARS(0.1, eta=0.02, weight_decay=1e-4), filters=8)
     # compile wraps the optimizer for dynamic loss scaling under mixed_float16.
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert isinstance(model.optimizer.inner_optimizer, LARS)

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import round_trip, value_and_gradients
+from conftest import round_trip, to_numpy, value_and_gradients
 
 from keras_barlow.optimizers import LARS
 from keras_barlow.schedules import WarmupCosine
@@ -57,10 +57,6 @@ def make_dense():
     layer.build((None, 4))
     layer.set_weights([KERNEL, BIAS])
     return layer
-
-
-def to_numpy(x):
-    return keras.ops.convert_to_numpy(x)
 
 
 def loss_of(layer, x, y):
