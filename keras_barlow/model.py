@@ -274,9 +274,9 @@ class BarlowTwins(TrainStep, keras.Model):
         compile). `"auto"` keeps Keras' rule: on TensorFlow XLA is off on a
         CPU-only machine, on for a single GPU, off under a `tf.distribute`
         strategy; on JAX the step is always compiled. `True` with more than one
-        TensorFlow replica falls back to `False` with a warning: Keras compiles the step of all replicas as one
-        XLA program, which cannot reach the other devices' variables
-        (keras-team/keras#19005).
+        TensorFlow replica falls back to `False` with a warning: Keras compiles
+        the step of all replicas as one XLA program, which cannot reach the other
+        devices' variables (keras-team/keras#19005).
 
         XLA draws other random numbers than TensorFlow's kernels from the same
         seed: the views of a step, equally distributed, differ between
