@@ -353,3 +353,17 @@ class StepLosses(keras.callbacks.Callback):
                 error = np.linalg.norm((got - start) - update)
                 assert error <= rtol * np.linalg.norm(update), (step, error)
         model.set_weights(self.final_weights)
+
+
+def read_weights(path):
+    """Every array of a Keras `.weights.h5` file, by its path in the file."""
+    import h5py
+
+    arrays = {}
+    with h5py.File(path, "r") as file:
+        file.visititems(
+            lambda name, item: arrays.update(
+                {name: item[()]} if isinstance(item, h5py.Dataset) else {}
+            )
+        )
+    return arrays

@@ -17,11 +17,11 @@ import sys
 import tarfile
 import time
 
-import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
+from conftest import read_weights
 
 from keras_barlow import backbones, data, evaluation, presets
 
@@ -77,18 +77,6 @@ def run_example(tmp_path, monkeypatch):
 
     yield run
     flags.FLAGS.unparse_flags()
-
-
-def read_weights(path):
-    """Every array of a Keras `.weights.h5` file, by its path in the file."""
-    arrays = {}
-    with h5py.File(path, "r") as file:
-        file.visititems(
-            lambda name, item: arrays.update(
-                {name: item[()]} if isinstance(item, h5py.Dataset) else {}
-            )
-        )
-    return arrays
 
 
 def test_pretrains_resumes_exactly_evaluates_and_exports(
@@ -261,7 +249,7 @@ def test_flags_are_named_as_typed_and_overrides_are_printed(
         example.parse_projector("16-x")
     for good, sizes in (("16", (16,)), ("8-16", (8, 16))):
         assert example.parse_projector(good) == sizes
-    with pytest.raises(ValueError, match="a global batch of 1 for 1 replicas"):
+    with pytest.raises(ValueError, match=r"a global batch of 1 for 1 replica\(s\)"):
         run_example("--model_dir", str(tmp_path / "b"), *TINY, "--batch_size", "1")
     assert not (tmp_path / "b").exists()
     summary = run_example(
