@@ -367,3 +367,44 @@ def read_weights(path):
             )
         )
     return arrays
+
+
+@pytest.fixture(scope="module")
+def example_archive(tmp_path_factory):
+    """A .tar.gz of 3 class folders of 16 random 16x16 JPEGs, for the example."""
+    import tarfile
+
+    image = pytest.importorskip("PIL.Image")
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for label in range(3):
+        folder = root / "train" / f"class{label}"
+        folder.mkdir(parents=True)
+        for index in range(16):
+            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            image.fromarray(pixels).save(folder / f"{index}.jpg", quality=90)
+    path = root / "tiny.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(root / "train", arcname="train")
+    return path
+
+
+@pytest.fixture
+def run_example(tmp_path, monkeypatch):
+    """Runs examples/cifar10_barlow.py in-process, its flags parsed as typed."""
+    import pathlib
+
+    from absl import flags
+
+    examples = pathlib.Path(__file__).resolve().parents[1] / "examples"
+    monkeypatch.syspath_prepend(str(examples))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    import cifar10_barlow
+
+    def run(*args):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["cifar10_barlow.py", *args])
+        return cifar10_barlow.run()
+
+    yield run
+    flags.FLAGS.unparse_flags()

@@ -29,7 +29,7 @@ EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 import cifar10_barlow as example  # noqa: E402
 
-CLASSES, PER_CLASS, SIZE = 3, 16, 16
+SIZE = 16  # of the images of the `example_archive` fixture (conftest)
 TINY = [
     "--backbone",
     "convnet",
@@ -49,34 +49,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory):
-    """A .tar.gz of 3 class folders of 16 random 16x16 JPEGs each."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for label in range(CLASSES):
-        folder = root / "train" / f"class{label}"
-        folder.mkdir(parents=True)
-        for index in range(PER_CLASS):
-            pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-            (folder / f"{index}.jpg").write_bytes(tf.io.encode_jpeg(pixels).numpy())
-    path = root / "tiny.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        tar.add(root / "train", arcname="train")
-    return path
-
-
-@pytest.fixture
-def run_example(tmp_path, monkeypatch):
-    """Parses the flags like the command line and runs the example in-process."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-    def run(*args):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["cifar10_barlow.py", *args])
-        return example.run()
-
-    yield run
-    flags.FLAGS.unparse_flags()
+def archive(example_archive):
+    return example_archive
 
 
 def test_pretrains_resumes_exactly_evaluates_and_exports(
