@@ -25,13 +25,12 @@ last `max_to_keep` checkpoints are kept.
 A restart must be the same run: `check_settings` refuses other settings, and
 `TrainingCheckpoint.check_epochs` fewer epochs than already done.
 
-On TensorFlow and on JAX; a local directory needs no TensorFlow installed, a URL
-(`gs://`, `s3://`, ...) goes through `tf.io.gfile` (see `keras_barlow._files`).
-
-Resuming restarts the interrupted epoch from its beginning. The run then ends
-with the same weights as an uninterrupted one when every epoch sees the same
-batches in the same order after a restart: see `TrainingCheckpoint` for the
-recipe of an input pipeline keyed by epoch.
+On TensorFlow and on JAX. A local directory needs no TensorFlow; a URL (`gs://`,
+...) goes through `tf.io.gfile` (`keras_barlow._files`). Resuming restarts the
+interrupted epoch from its beginning. The run then ends with the same weights as
+an uninterrupted one when every epoch sees the same batches in the same order
+after a restart: see `TrainingCheckpoint` for the recipe of an input pipeline
+keyed by epoch.
 """
 
 import contextlib
