@@ -322,7 +322,10 @@ def save(model, output_dir, chief):
     with distribute.without_distribution():
         model.save(path)
     export_dir = F.export_dir or f"{F.model_dir}/export"
-    command = f"python -m keras_barlow.export {path} {export_dir} --overwrite"
+    command = (
+        f"KERAS_BACKEND=tensorflow python -m keras_barlow.export {path} "
+        f"{export_dir} --overwrite"
+    )
     return {"saved_model": None, "keras_model": path, "export_command": command}
 
 

@@ -11,7 +11,7 @@ import inspect
 
 import keras
 
-from keras_barlow import _backend, backbones, batches
+from keras_barlow import _backend, backbones, batches, input_checks
 from keras_barlow import _checks as checks
 from keras_barlow.distortions import (
     RandomColorJitter,
@@ -140,8 +140,13 @@ class BarlowTwinsAugment(keras.layers.Layer):
 
     def call(self, inputs, seed=None):
         images, image_sizes, _ = batches.unpack(inputs)
-        unit = to_unit_range(batches.validate_images(images))
+        images = batches.validate_images(images)
+        unit = to_unit_range(images)
         if image_sizes is not None:
+            known = batches.concrete(image_sizes)
+            if known is not None:  # eager: checked now; in a graph, at run time
+                batches.check_image_sizes(known, images.shape)
+            image_sizes = input_checks.checked_image_sizes(images, image_sizes)
             unit = batches.full_resolution_batch(unit, image_sizes)
         seed = _backend.seed_for_call(self.seed_generator) if seed is None else seed
         seeds = _backend.split(_backend.as_seed(seed), 2)

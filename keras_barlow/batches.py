@@ -190,6 +190,14 @@ def validate_images(images):
     return images
 
 
+def concrete(value):
+    """`value` as a NumPy array, or None when it is symbolic (traced, in a graph)."""
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, NotImplementedError):
+        return None
+
+
 def check_image_sizes(image_sizes, canvas_shape):
     """Raise unless NumPy `image_sizes` fit their canvases (checked on the host).
 

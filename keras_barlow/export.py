@@ -89,6 +89,13 @@ def export_encoder(
         images=tf.zeros((2, 48, 64, 3), tf.uint8))["features"]  # (2, F) float32
     ```
     """
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            "export_encoder writes a TensorFlow SavedModel and needs Keras' "
+            f"TensorFlow backend. Received: KERAS_BACKEND={keras.backend.backend()!r}. "
+            "Save the model (`model.save('model.keras')`) and export it with "
+            "`KERAS_BACKEND=tensorflow python -m keras_barlow.export model.keras DIR`."
+        )
     encoder, projector = _split_model(model_or_encoder, include_projector)
     image_size = _resolve_image_size(encoder, image_size)
     version_dir = _version_dir(export_dir, version, overwrite)

@@ -7,7 +7,8 @@ batch:
   are skipped with a warning, so no epoch is lost: a `tf.data.Dataset` batched
   without `drop_remainder` is filtered, NumPy arrays on several JAX devices are
   batched without a last batch that would not split, and any other iterable of
-  batches (a generator, a torch `DataLoader`, a list) leaves such batches out.
+  batches (a generator, a torch `DataLoader`, a list of tuples or dicts) leaves
+  such batches out.
   Keras takes iterables through a data adapter of its own (`DataAdapter` is
   Keras' documented hook for custom data, although under `keras.src`).
 * On JAX, whose step cannot stop on a value, every batch is checked on the
@@ -275,7 +276,10 @@ class _IterableAdapter(DataAdapter):
 
     @property
     def num_batches(self):
-        return len(self.iterable) if hasattr(self.iterable, "__len__") else None
+        # With several devices a batch may be skipped: the count is not known.
+        if self.shards > 1 or not hasattr(self.iterable, "__len__"):
+            return None
+        return len(self.iterable)
 
     @property
     def batch_size(self):

@@ -140,7 +140,8 @@ class BarlowTwins(TrainStep, keras.Model):
     JAX) any other iterable of batches such as a generator or a torch
     `DataLoader`. A batch that breaks the input rules (`keras_barlow.input_checks`)
     stops training before its step; a short last batch that does not split
-    across replicas or devices is skipped with a warning (`keras_barlow.fit_data`).
+    across replicas or devices is skipped with a warning, except from a
+    `PyDataset` or Grain dataset, where it stops (`keras_barlow.fit_data`).
 
     Example:
 
@@ -309,14 +310,13 @@ class BarlowTwins(TrainStep, keras.Model):
         if input_checks.is_tf_dataset(x):
             kwargs.setdefault("shuffle", False)  # Keras would warn that it ignores it
         skips = input_checks.is_tf_dataset(x) and not input_checks.static_batch_size(x)
-        x = fit_data.prepared(
-            x,
-            self._replicas(),
-            batch_size=kwargs.get("batch_size", args[1] if len(args) > 1 else None),
-            shuffle=kwargs.get("shuffle", True),
-            seed=self._seed,
-            host_checks=self.augmenter is not None,
-        )
+        batch_size = kwargs.get("batch_size", args[1] if len(args) > 1 else None)
+        x = self._prepared(x, batch_size, kwargs.get("shuffle", True))
+        if kwargs.get("validation_data") is not None:
+            kwargs["validation_data"] = self._prepared(
+                kwargs["validation_data"],
+                kwargs.get("validation_batch_size") or batch_size,
+            )
         self._build_optimizer()
         steps_before = self._step_count()
         self._skipped_small_batch = False
@@ -342,7 +342,19 @@ class BarlowTwins(TrainStep, keras.Model):
 
     def evaluate(self, x=None, *args, **kwargs):
         input_checks.check_global_batch(x, self._replicas())
-        return super().evaluate(x, *args, **kwargs)
+        batch_size = kwargs.get("batch_size", args[1] if len(args) > 1 else None)
+        return super().evaluate(self._prepared(x, batch_size), *args, **kwargs)
+
+    def _prepared(self, x, batch_size=None, shuffle=False):
+        """`x` made ready for a step: see `keras_barlow.fit_data.prepared`."""
+        return fit_data.prepared(
+            x,
+            self._replicas(),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=self._seed,
+            host_checks=self.augmenter is not None,
+        )
 
     def _replicas(self):
         """Replicas of the strategy the model was built in (1 on JAX)."""
@@ -396,7 +408,6 @@ class BarlowTwins(TrainStep, keras.Model):
                 "Use keras_barlow.BarlowTwinsAugment (or a subclass), or load "
                 "the data with `full_resolution=False`."
             )
-        image_sizes = input_checks.checked_image_sizes(images, image_sizes)
         return self.augmenter(
             batches.full_resolution_batch(images, image_sizes), seed=seed
         )

@@ -429,3 +429,18 @@ def test_tfds_without_tensorflow_names_the_extra():
         data.from_tfds("mnist")
     with pytest.raises(ImportError, match=r"pip install keras-barlow\[cpu\]"):
         data.from_numpy(np.zeros((4, 2, 2, 3), np.uint8), pipeline="tf.data")
+
+
+@pytest.mark.jax_only
+def test_evaluation_data_are_read_whole_by_every_process(monkeypatch):
+    # Training data default to this process's shard; evaluation data to all of it
+    # (kNN and probes would otherwise judge a part of the data per process).
+    import jax
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    images = _numbered_images(8)
+    evaluation = data.from_numpy(images, batch_size=4, training=False)
+    assert sum((_numbers(batch) for batch in evaluation), []) == list(range(8))
+    train = data.from_numpy(images, batch_size=4, seed=0, pipeline="grain")
+    assert all(len(_numbers(batch)) == 2 for batch in train)  # half of each batch

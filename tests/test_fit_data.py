@@ -214,3 +214,36 @@ def test_a_tf_data_dataset_of_dict_batches_keeps_its_image_sizes():
     model = tiny_model()
     model.fit(dataset, verbose=0)
     assert steps_of(model) == 2
+
+
+@pytest.mark.jax_only
+def test_evaluate_and_validation_data_skip_batches_that_do_not_split(two_devices):
+    model = tiny_model()
+    with pytest.warns(UserWarning, match="end with a batch of 1"):
+        loss = model.evaluate(uint8_images(9, SIZE), batch_size=4, verbose=0)
+    assert np.isfinite(loss[0] if isinstance(loss, list) else loss)
+    with pytest.warns(UserWarning, match="end with a batch of 1"):
+        history = model.fit(
+            uint8_images(8, SIZE),
+            batch_size=4,
+            validation_data=uint8_images(9, SIZE, seed=1),
+            verbose=0,
+        )
+    assert np.isfinite(history.history["val_loss"][0]) and steps_of(model) == 2
+
+
+def test_evaluate_refuses_what_fit_refuses():
+    batch = canvases(8)
+    scaled = {**batch, batches.IMAGES: batch[batches.IMAGES] / np.float32(255)}
+    with pytest.raises(ValueError, match="taken as scaled to \\[0, 1\\]"):
+        tiny_model().evaluate(scaled, batch_size=4, verbose=0)
+    batch[batches.IMAGE_SIZES][0] = (0, 0)
+    with pytest.raises(ValueError, match="from \\(1, 1\\) to the canvas"):
+        tiny_model().evaluate(batch, batch_size=4, verbose=0)
+
+
+def test_the_augmenter_refuses_image_sizes_outside_the_canvas():
+    batch = canvases(4)
+    batch[batches.IMAGE_SIZES][2] = (17, 4)
+    with pytest.raises(ValueError, match="from \\(1, 1\\) to the canvas"):
+        keras_barlow.BarlowTwinsAugment(SIZE, "cifar")(batch)

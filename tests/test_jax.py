@@ -312,3 +312,12 @@ def test_fit_on_images_larger_than_the_encoder_input_and_on_unbuilt_pairs():
     ready.fit(pairs, batch_size=4, shuffle=False, verbose=0, callbacks=[steps])
     expected = steps.numpy_losses(ready, batches_of(pairs, 4))
     np.testing.assert_allclose(steps.losses, expected, rtol=1e-4)
+
+
+def test_export_on_jax_says_how_to_export():
+    pytest.importorskip("tensorflow")  # export imports it; the check is the backend
+    from keras_barlow import export
+
+    model = tiny_model()
+    with pytest.raises(RuntimeError, match="KERAS_BACKEND=tensorflow python -m"):
+        export.export_encoder(model, "unused")

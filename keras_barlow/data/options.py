@@ -102,9 +102,10 @@ class Options:
             `shard_count` of every batch (Grain only): `batch_size` is the
             global batch, each process yields `batch_size // shard_count` images
             of it, and the processes' batches, concatenated in `shard_index`
-            order, are the one-process batch. Default: `jax.process_index()` and
-            `jax.process_count()` on the JAX backend (call
-            `jax.distributed.initialize` first), else 0 and 1.
+            order, are the one-process batch. Default, for training data on the
+            JAX backend: `jax.process_index()` and `jax.process_count()` (call
+            `jax.distributed.initialize` first); else 0 and 1: evaluation data
+            are read whole by every process.
         grain_threads: threads that read and decode batches in each Grain
             process. Default: the CPU count, at most 8.
         grain_workers: Grain worker processes (`mp_prefetch`); 0 (default)
@@ -159,7 +160,7 @@ class Options:
                 "the model); evaluation data are resized to `image_size`. "
                 "Received: full_resolution=True, training=False"
             )
-        resolved.update(_resolve_reading(self))
+        resolved.update(_resolve_reading(self, training))
         for name, value in resolved.items():
             object.__setattr__(self, name, value)
 
@@ -205,11 +206,13 @@ def resolve_pipeline(pipeline="auto", shard_count=1):
     return "tf.data" if shard_count == 1 and _has_tensorflow() else "grain"
 
 
-def _resolve_reading(options):
+def _resolve_reading(options, training):
     """The pipeline, this process's shard and Grain's parallelism, resolved."""
-    shard_index, shard_count = _shard(options.shard_index, options.shard_count)
+    shard_index, shard_count = _shard(
+        options.shard_index, options.shard_count, training
+    )
     pipeline = resolve_pipeline(options.pipeline, shard_count)
-    if options.training and options.batch_size % shard_count:
+    if training and options.batch_size % shard_count:
         raise ValueError(
             f"`batch_size`={options.batch_size} is the global batch and must split "
             f"evenly over shard_count={shard_count} processes. Use a multiple of "
@@ -232,9 +235,9 @@ def _resolve_reading(options):
     }
 
 
-def _shard(index, count):
+def _shard(index, count, training):
     if index is None and count is None:
-        if backend.backend() != "jax":
+        if backend.backend() != "jax" or not training:
             return 0, 1
         import jax
 

@@ -19,7 +19,7 @@ import sys
 import keras
 import numpy as np
 
-from keras_barlow import batches
+from keras_barlow import batches, input_checks
 
 FORMS = (
     "a batched tf.data.Dataset, a NumPy array of images, a tuple (images, labels) "
@@ -44,7 +44,8 @@ def iterate_batches(data, batch_size=256, seed=None):
 
     Raises:
         TypeError: on data of no known form.
-        ValueError: on an infinite `PyDataset`, or arrays of unequal lengths.
+        ValueError: on an infinite `PyDataset`, arrays of unequal lengths, or
+            image sizes outside their canvases.
 
     Example:
 
@@ -58,9 +59,13 @@ def iterate_batches(data, batch_size=256, seed=None):
         source = _source_batches(data)
     for batch in source:
         images, image_sizes, labels = batches.unpack(batch)
+        images = np.asarray(images)
+        if image_sizes is not None:
+            image_sizes = np.asarray(image_sizes)
+            batches.check_image_sizes(image_sizes, images.shape)
         yield batches.Batch(
-            np.asarray(images),
-            None if image_sizes is None else np.asarray(image_sizes),
+            images,
+            image_sizes,
             None if labels is None else np.reshape(np.asarray(labels), (-1,)),
         )
 
@@ -105,7 +110,7 @@ def known_length(data, batch_size=256):
     """
     if is_arrays(data):
         return math.ceil(_array_length(data) / batch_size)
-    if is_tf_dataset(data):
+    if input_checks.is_tf_dataset(data):
         cardinality = int(data.cardinality())
         if cardinality == sys.modules["tensorflow"].data.INFINITE_CARDINALITY:
             raise ValueError(
@@ -148,12 +153,6 @@ def model_inputs(batch):
     return batches.full_resolution_batch(batch.images, batch.image_sizes)
 
 
-def is_tf_dataset(data):
-    """Whether `data` is a `tf.data.Dataset` (without importing TensorFlow)."""
-    tf = sys.modules.get("tensorflow")
-    return tf is not None and isinstance(data, tf.data.Dataset)
-
-
 def _is_array(value):
     return hasattr(value, "shape") and hasattr(value, "__array__")
 
@@ -188,7 +187,7 @@ def _array_batches(data, batch_size, seed):
 
 def _source_batches(data):
     """An iterator over the batches of a dataset or another iterable of batches."""
-    if is_tf_dataset(data):
+    if input_checks.is_tf_dataset(data):
         return data.as_numpy_iterator()
     if isinstance(data, keras.utils.PyDataset):
         return iter(_finite(data))

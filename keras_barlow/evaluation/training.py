@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from keras_barlow import _checks as checks
-from keras_barlow import batches
+from keras_barlow import batches, input_checks
 from keras_barlow.evaluation import features as features_lib
 from keras_barlow.evaluation import inputs as inputs_lib
 from keras_barlow.evaluation.classifier import Classifier, CropAndFlip
@@ -143,7 +143,7 @@ def keras_data(data, batch_size, shuffle=None, passes=1):
     labels)` batches over `passes` passes, arrays shuffled by the NumPy
     generator `shuffle` (if given) at each pass.
     """
-    if isinstance(data, keras.utils.PyDataset) or inputs_lib.is_tf_dataset(data):
+    if isinstance(data, keras.utils.PyDataset) or input_checks.is_tf_dataset(data):
         return data
 
     def batches_of_every_pass():
