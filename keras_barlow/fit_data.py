@@ -7,14 +7,15 @@ batch:
   are skipped with a warning, so no epoch is lost: a `tf.data.Dataset` batched
   without `drop_remainder` is filtered, NumPy arrays on several JAX devices are
   batched without a last batch that would not split, and any other iterable of
-  batches (a generator, a torch `DataLoader`, a list of tuples or dicts) leaves
-  such batches out.
+  batches (a Grain dataset, a generator, a torch `DataLoader`, a list of tuples
+  or dicts) leaves such batches out.
   Keras takes iterables through a data adapter of its own (`DataAdapter` is
   Keras' documented hook for custom data, although under `keras.src`).
 * On JAX, whose step cannot stop on a value, every batch is checked on the
   host before its step: the pixel rule and the image sizes of
-  `keras_barlow.input_checks` / `keras_barlow.batches`. A `PyDataset` or Grain
-  batch that breaks a rule, or does not split, stops training with the rule.
+  `keras_barlow.input_checks` / `keras_barlow.batches`. A batch that breaks a
+  rule stops training with the rule, as does a `PyDataset` batch that does not
+  split (a `PyDataset` is read by index: Keras cannot skip one of its batches).
 
 On TensorFlow the step checks the pixels and sizes itself (run-time
 assertions), and only the short batches of a dataset are handled here.
@@ -65,7 +66,7 @@ def prepared(
     if isinstance(x, keras.utils.PyDataset):
         return _CheckedPyDataset(x, check)
     if _is_grain_dataset(x):
-        return x.map(check)
+        return _splitting_grain_batches(x, shards, smallest).map(check)
     if hasattr(x, "__iter__") and not isinstance(x, DataAdapter):
         return _IterableAdapter(x, check, shards, smallest)
     return x
@@ -190,6 +191,27 @@ def _arrays_in_splitting_batches(arrays, batch_size, shuffle, seed, shards):
     return _ArrayBatches(arrays, batch_size, shuffle, seed)
 
 
+def _splitting_grain_batches(dataset, shards, smallest):
+    """A Grain dataset without the batches that do not split (warns at the first)."""
+    if shards == 1:
+        return dataset
+    grain = sys.modules["grain"]
+    if isinstance(dataset, grain.MapDataset):
+        dataset = dataset.to_iter_dataset()
+    warned = []
+
+    def splits(batch):
+        size = batches.batch_size_of(batch)
+        if input_checks.splits_evenly(size, shards, smallest):
+            return True
+        if not warned:
+            _warn_skipping(f"A batch of {size}", shards, smallest)
+            warned.append(size)
+        return False
+
+    return dataset.filter(splits)
+
+
 class _ArrayBatches(keras.utils.PyDataset):
     """Arrays in batches of `batch_size`, reshuffled each epoch, whole batches only."""
 
@@ -259,6 +281,7 @@ class _IterableAdapter(DataAdapter):
 
     def _batches(self):
         for batch in self.iterable:
+            batch = tuple(batch) if isinstance(batch, list) else batch
             size = batches.batch_size_of(batch)
             if not input_checks.splits_evenly(size, self.shards, self.smallest):
                 if not self.warned:
@@ -266,7 +289,8 @@ class _IterableAdapter(DataAdapter):
                     self.warned = True
                 continue
             batch = keras.tree.map_structure(np.asarray, self.check(batch))
-            yield batch if isinstance(batch, tuple) else (batch,)
+            # Keras reads a tuple as (x, y); torch's default collate makes lists.
+            yield tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
 
     def get_numpy_iterator(self):
         return self._batches()

@@ -82,8 +82,8 @@ class LARS(keras.optimizers.Optimizer):
         bias_learning_rate_multiplier=1.0,
         **kwargs,
     ):
-        if isinstance(learning_rate, int):
-            learning_rate = float(learning_rate)
+        if isinstance(learning_rate, (int, float)):  # else a schedule or a variable
+            learning_rate = float(checks.positive("learning_rate", learning_rate))
         super().__init__(learning_rate=learning_rate, **kwargs)
         checks.number("momentum", momentum, low=0.0, high=1.0, high_open=True)
         self.momentum = float(momentum)

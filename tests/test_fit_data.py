@@ -168,6 +168,14 @@ def test_a_torch_data_loader_of_uint8_images_trains():
     model = tiny_model()
     model.fit(loader, epochs=2, verbose=0)
     assert steps_of(model) == 6
+    # Its default collate makes lists: [images] and [images, labels].
+    labels = torch.arange(12)
+    for dataset in (
+        torch.utils.data.TensorDataset(images),
+        torch.utils.data.TensorDataset(images, labels),
+    ):
+        model.fit(torch.utils.data.DataLoader(dataset, batch_size=4), verbose=0)
+    assert steps_of(model) == 12
 
 
 @pytest.mark.jax_only
@@ -176,6 +184,16 @@ def test_a_short_last_batch_on_two_devices_is_skipped(two_devices):
     with pytest.warns(UserWarning, match="end with a batch of 1"):
         history = model.fit(uint8_images(9, SIZE), batch_size=4, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2 and steps_of(model) == 4
+
+
+@pytest.mark.jax_only
+def test_a_short_last_grain_batch_on_two_devices_is_skipped(two_devices):
+    grain = pytest.importorskip("grain")
+    source = [uint8_images(size, SIZE, seed=size) for size in (4, 4, 3)]
+    model = tiny_model()
+    with pytest.warns(UserWarning, match="A batch of 3"):
+        model.fit(grain.MapDataset.source(source), verbose=0)
+    assert steps_of(model) == 2
 
 
 @pytest.mark.jax_only

@@ -262,8 +262,10 @@ def test_saved_model_restores_optimizer_state(tmp_path):
         (dict(bias_learning_rate_multiplier=-1.0), "bias_learning_rate_multiplier"),
         (dict(exclude_from_weight_decay="bias"), "exclude_from_weight_decay"),
         (dict(exclude_from_adaptation=["("]), "exclude_from_adaptation"),
+        (dict(learning_rate=-1.0), "Received: learning_rate=-1.0"),
+        (dict(learning_rate=float("nan")), "Received: learning_rate=nan"),
     ],
 )
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        LARS(0.1, **kwargs)
+        LARS(**{"learning_rate": 0.1, **kwargs})

@@ -182,10 +182,11 @@ def pipeline_module(name):
             if name == "tf.data"
             else ("jax", "grain, Pillow and simplejpeg")
         )
+        other = "grain" if name == "tf.data" else "tf.data"
         raise ImportError(
             f"The {name} input pipeline needs {packages} (missing: {error.name}). "
             f"Install them with `pip install keras-barlow[{extra}]`, or choose the "
-            "other pipeline with pipeline='tf.data' or 'grain'."
+            f"other pipeline with pipeline={other!r}."
         ) from error
 
 

@@ -244,6 +244,11 @@ def features_array(features, name):
         )
     if len(features) == 0:
         raise ValueError(f"`{name}_features` is empty.")
+    if not np.isfinite(features).all():
+        raise ValueError(
+            f"`{name}_features` hold NaN or Inf ({np.sum(~np.isfinite(features))} "
+            "values): check the encoder's weights and its input pixels."
+        )
     return features
 
 
