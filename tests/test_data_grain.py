@@ -440,7 +440,7 @@ def test_evaluation_data_are_read_whole_by_every_process(monkeypatch):
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     monkeypatch.setattr(jax, "process_index", lambda: 1)
     images = _numbered_images(8)
-    evaluation = data.from_numpy(images, batch_size=4, training=False)
+    evaluation = data.from_numpy(images, batch_size=4, training=False, pipeline="grain")
     assert sum((_numbers(batch) for batch in evaluation), []) == list(range(8))
     train = data.from_numpy(images, batch_size=4, seed=0, pipeline="grain")
     assert all(len(_numbers(batch)) == 2 for batch in train)  # half of each batch
