@@ -3,7 +3,8 @@
 The encoder learns from two distorted views of each image; a kNN classifier and a
 linear probe judge its features on held-back images; it is exported as a SavedModel
 that takes raw images. Without flags: the preset `cifar10-resnet18` on TFDS cifar10,
-on all visible GPUs. A run started again resumes. On a CPU, in minutes:
+on all visible GPUs. A run started again resumes, to the epochs saved with it
+(`--epochs N` trains it longer). On a CPU, in minutes:
 
     python examples/cifar10_barlow.py --data cifar10-jpeg-train.tar.gz --backbone \\
         convnet --projector 512-512-512 --limit_images 10000 --epochs 8 \\
@@ -58,8 +59,9 @@ flags.DEFINE_string("preset", "cifar10-resnet18", "keras_barlow.presets recipe."
 flags.DEFINE_enum("backbone", None, list(BACKBONES), "Encoder (default: the preset's).")
 flags.DEFINE_string("projector", None, "Projector sizes, e.g. '2048-2048-2048'.")
 flags.DEFINE_integer("image_size", None, "Side of the training images.", 1)
-flags.DEFINE_integer("epochs", None, "Pre-training epochs.", 1)
-flags.DEFINE_integer("warmup_epochs", None, "Default: the preset's, <= epochs/10.", 0)
+SAVED = "the run's in --model_dir, or the preset's"
+flags.DEFINE_integer("epochs", None, f"Pre-training epochs. Default: {SAVED}.", 1)
+flags.DEFINE_integer("warmup_epochs", None, f"Default: {SAVED}, <= epochs/10.", 0)
 flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (default: all).", 1)
 flags.DEFINE_integer("batch_size", None, "Global batch, all replicas together.", 1)
 flags.DEFINE_enum("optimizer", "lars", ["lars", "adam"], "Adam: the same schedule.")
@@ -92,8 +94,18 @@ def parse_projector(text):
     return sizes
 
 
+def settings_file():
+    """The run's settings in --model_dir (`keras_barlow.checkpoints.check_settings`)."""
+    return pathlib.Path(F.model_dir) / "settings.json"
+
+
 def make_recipe():
-    """The preset with the flags' overrides, and the names of those flags."""
+    """The preset with the flags' overrides, and the names of those flags.
+
+    A run saved in `--model_dir` keeps its epochs and warm-up unless `--epochs` or
+    `--warmup_epochs` change them: running the same command again finishes the
+    same run, not the preset's (1000 epochs for CIFAR-10).
+    """
     preset = keras_barlow.presets.get(F.preset)
     flagged = [*RECIPE_FLAGS, "learning_rate"]
     given = [name for name in flagged if F[name].value is not None]
@@ -107,6 +119,16 @@ def make_recipe():
         ratio = preset.learning_rate_biases / preset.learning_rate_weights
         changes["learning_rate_weights"] = F.learning_rate
         changes["learning_rate_biases"] = F.learning_rate * ratio
+    path = settings_file()
+    saved = keras_barlow.checkpoints.stored_settings(str(path))
+    if saved:  # resuming: the saved length, unless flags change it
+        changes.setdefault("epochs", saved["recipe.epochs"])
+        changes.setdefault("warmup_epochs", saved["recipe.warmup_epochs"])
+        if F.epochs is None:
+            print(
+                f"Resuming: epochs={changes['epochs']}, as saved in {path}; pass "
+                "--epochs to train longer."
+            )
     epochs = changes.get("epochs", preset.epochs)
     changes.setdefault("warmup_epochs", min(preset.warmup_epochs, epochs // 10))
     return preset.replace(**changes), ["--" + name for name in given]
@@ -242,7 +264,7 @@ def run():
         settings.update(data=pathlib.Path(source) if local else source)  # resolved
         settings.update(recipe=dataclasses.asdict(recipe), dtype_policy=policy)
         keras_barlow.checkpoints.check_settings(
-            f"{F.model_dir}/settings.json",
+            str(settings_file()),
             dict(settings, steps_per_epoch=info.steps_per_epoch),
             may_change=("recipe.epochs", "recipe.warmup_epochs"),
         )

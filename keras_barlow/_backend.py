@@ -39,18 +39,23 @@ TENSORFLOW_EXTRAS = (
 )
 
 
-def import_tensorflow(feature):
+def import_tensorflow(feature, instead=None):
     """The `tensorflow` module, or an ImportError that says how to install it.
 
     Args:
         feature: what needs TensorFlow, for the message (e.g. "keras_barlow.export").
+        instead: a sentence on what to do without TensorFlow, for the message;
+            by default, that the rest of keras_barlow runs without it.
     """
     try:
         import tensorflow
     except ModuleNotFoundError as error:
+        instead = instead or (
+            "The rest of keras_barlow runs without it on KERAS_BACKEND=jax."
+        )
         raise ImportError(
-            f"{feature} needs TensorFlow. Install it with {TENSORFLOW_EXTRAS}; "
-            "the rest of keras_barlow runs without it on KERAS_BACKEND=jax."
+            f"{feature} needs TensorFlow, which is not installed. Install it with "
+            f"{TENSORFLOW_EXTRAS}. {instead}"
         ) from error
     return tensorflow
 

@@ -10,6 +10,8 @@ import os
 import shutil
 import types
 
+from keras_barlow import _backend
+
 
 def _makedirs(path):
     os.makedirs(path, exist_ok=True)
@@ -56,16 +58,10 @@ def file_system(path):
     """
     if "://" not in path:
         return LOCAL
-    try:
-        import tensorflow as tf
-    except ModuleNotFoundError as error:
-        raise ImportError(
-            f"{path!r} is a URL: keras_barlow reads and writes URLs with "
-            "TensorFlow's file systems (tf.io.gfile), and TensorFlow is not "
-            "installed. Install it with `pip install keras-barlow[cpu]` "
-            "(tensorflow-cpu) or `pip install keras-barlow[gpu]`, or use a local "
-            "path (e.g. where the bucket is mounted)."
-        ) from error
+    tf = _backend.import_tensorflow(
+        f"{path!r} is a URL: reading and writing it with tf.io.gfile",
+        instead="Or use a local path (e.g. where the bucket is mounted).",
+    )
     return tf.io.gfile
 
 

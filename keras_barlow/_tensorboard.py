@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 
+from keras_barlow import _backend
+
 HISTOGRAM_BINS = 50
 # matplotlib's "RdBu_r" (ColorBrewer RdBu, reversed), as the 8-bit colors of its 11
 # anchors on [-1, 1]. Copied, not imported: matplotlib is an optional dependency
@@ -67,16 +69,11 @@ def require_tensorflow(what):
     Args:
         what: what needs it, for the message, e.g. "KNNMonitor(log_dir=...)".
     """
-    try:
-        import tensorflow as tf
-    except ImportError as error:
-        raise ImportError(
-            f"{what} writes TensorBoard event files with tf.summary, which needs "
-            "TensorFlow. Install it with `pip install keras-barlow[cpu]` (or "
-            "`[gpu]`), or leave `log_dir` out: the values still go into the "
-            "epoch logs, which keras.callbacks.TensorBoard writes."
-        ) from error
-    return tf
+    return _backend.import_tensorflow(
+        f"{what}, which writes TensorBoard event files with tf.summary,",
+        instead="Or leave `log_dir` out: the values still go into the epoch logs, "
+        "which keras.callbacks.TensorBoard writes.",
+    )
 
 
 class SummaryWriter:

@@ -26,7 +26,7 @@ import numpy as np
 from keras import ops
 
 from keras_barlow import _checks as checks
-from keras_barlow import _tensorboard, losses, metrics
+from keras_barlow import _tensorboard, array_data, batches, losses, metrics
 from keras_barlow._tensorboard import HISTOGRAM_BINS, correlation_image
 from keras_barlow.checkpoints import NON_FINITE_CAUSES
 from keras_barlow.evaluation import features, inputs, knn
@@ -110,7 +110,8 @@ class KNNMonitor(_EpochCallback):
     `log_dir` it writes the scalars `knn_top1` and `knn_top5` there itself.
 
     Both datasets are read entirely at each evaluation: use a subset (e.g. 10,000
-    training images) for large data sets.
+    training images) for large data sets. Their first batches are read when the
+    callback is made, so that data without labels is refused before training.
 
     Args:
         train_ds: labelled batches, `(images, labels)` with images uint8 or
@@ -155,9 +156,9 @@ class KNNMonitor(_EpochCallback):
         super().__init__(every_n_epochs, log_dir)
         # Checked now, not after the first epoch, by knn_accuracy's own rule.
         self.k, self.temperature = knn.check_knn_settings(k, temperature)
-        purpose = "at every evaluation"
-        inputs.check_reiterable(train_ds, "train_ds", purpose)
-        inputs.check_reiterable(val_ds, "val_ds", purpose)
+        for name, data in (("train_ds", train_ds), ("val_ds", val_ds)):
+            inputs.check_reiterable(data, name, "at every evaluation")
+            _check_labelled(data, name)
         self.train_ds, self.val_ds = train_ds, val_ds
         self.num_classes = num_classes
         self.preprocess = preprocess
@@ -175,11 +176,6 @@ class KNNMonitor(_EpochCallback):
         _encoder_of(self.model)
         train = features.collect_features(self._features_of, self.train_ds)
         val = features.collect_features(self._features_of, self.val_ds)
-        if train[1] is None or val[1] is None:
-            raise ValueError(
-                "KNNMonitor needs labelled batches: (images, labels) or "
-                "full-resolution dicts with labels. Received batches without labels."
-            )
         accuracy = knn.knn_accuracy(
             *train,
             *val,
@@ -192,6 +188,24 @@ class KNNMonitor(_EpochCallback):
         )
 
 
+def _check_labelled(data, name):
+    """Raise unless the first batch of `data` has labels.
+
+    Read when `KNNMonitor` is made, so that unlabelled data fails before
+    training, not at the first evaluation. `data` is not a one-shot iterator
+    (checked before): reading one batch consumes nothing.
+    """
+    batch = next(inputs.iterate_batches(data, batch_size=1), None)
+    if batch is None:
+        raise ValueError(f"`{name}` is empty: KNNMonitor needs labelled samples.")
+    if batch.labels is None:
+        raise ValueError(
+            f"KNNMonitor needs labelled batches, but `{name}` yields batches "
+            "without labels. Give batches of (images, labels), or full-resolution "
+            f"dicts with '{batches.LABELS}'."
+        )
+
+
 class _FixedBatchCallback(_EpochCallback):
     """Embeds the same two views of a fixed batch at every measurement.
 
@@ -201,7 +215,7 @@ class _FixedBatchCallback(_EpochCallback):
 
     def __init__(self, images, every_n_epochs=1, log_dir=None, seed=0):
         super().__init__(every_n_epochs, log_dir)
-        if not inputs.is_arrays(images) and not isinstance(images, (tuple, list)):
+        if not array_data.is_arrays(images) and not isinstance(images, (tuple, list)):
             images = inputs.first_batch(images)  # of a dataset
         self.images = images
         self.seed = int(seed)

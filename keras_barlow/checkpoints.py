@@ -14,7 +14,8 @@ everything the next epoch depends on:
 * the number of completed epochs.
 
 Each checkpoint is a directory `epoch-NNNNNN` (N = completed epochs) holding
-`model.weights.h5` and `checkpoint.json`. The JSON file is written last, through
+`model.weights.h5` and `checkpoint.json` (`keras_barlow._checkpoint_dir` writes
+and loads one). The JSON file is written last, through
 a temporary file and a rename, and marks the checkpoint complete: a process
 killed while saving leaves a directory without it, which is ignored (and
 removed at the next start), and the previous checkpoint is used. A complete
@@ -33,22 +34,19 @@ after a restart: see `TrainingCheckpoint` for the recipe of an input pipeline
 keyed by epoch.
 """
 
-import contextlib
 import json
 import os
 import re
-import time
 import warnings
 
 import keras
 import numpy as np
+from keras.src.utils import io_utils
 
+from keras_barlow import _checkpoint_dir, _files, distribute
 from keras_barlow import _checks as checks
-from keras_barlow import _files, distribute
 
 _CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)$")
-_WEIGHTS_FILE = "model.weights.h5"
-_STATE_FILE = "checkpoint.json"
 
 # What NaN or Inf values in training mean, for this module's errors and NaNGuard's.
 NON_FINITE_CAUSES = (
@@ -150,7 +148,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
         Builds the model and its optimizer first when needed. `model` must be
         compiled. A `BarlowTwins` also gets the augmentation seed it was
-        trained with (a weight), without retracing its steps.
+        trained with (a weight), without retracing its steps. The chief prints
+        which checkpoint it restored, or that `directory` holds none.
 
         Args:
             model: the model to restore; defaults to the callback's model.
@@ -172,15 +171,16 @@ class TrainingCheckpoint(keras.callbacks.Callback):
                 "`restore` needs a compiled model: call "
                 "`model.compile(optimizer=...)` first."
             )
-        if distribute.is_chief(_strategy(model)):
+        chief = distribute.is_chief(_checkpoint_dir.strategy_of(model))
+        if chief:
             self._remove_incomplete()
         paths = self.checkpoints()
         if paths:
-            _build(model)
+            _checkpoint_dir.build(model)
         errors = []
         for path in reversed(paths):
             try:
-                state = _load(model, path)
+                state = _checkpoint_dir.load(model, path)
             except (OSError, ValueError, KeyError) as error:
                 errors.append(f"{path}: {error}")
                 warnings.warn(
@@ -190,12 +190,21 @@ class TrainingCheckpoint(keras.callbacks.Callback):
                 )
                 continue
             self._restored_epoch = state["epoch"]
+            if chief:
+                io_utils.print_msg(
+                    f"Restored {path}, the checkpoint after epoch "
+                    f"{self._restored_epoch}."
+                )
             return self._restored_epoch
         if errors:
             raise RuntimeError(
                 "No checkpoint in {} loads into this model. Was the model or its "
                 "optimizer changed? Restore the original code, or train in a new "
                 "directory. Errors: {}".format(self.directory, "; ".join(errors))
+            )
+        if chief:
+            io_utils.print_msg(
+                f"No checkpoint in {self.directory}: training starts at epoch 1."
             )
         self._restored_epoch = 0
         return 0
@@ -241,7 +250,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         for name in self._files.listdir(self.directory):
             match = _CHECKPOINT_NAME.match(name.rstrip("/"))
             path = os.path.join(self.directory, name.rstrip("/"))
-            if match and self._files.exists(os.path.join(path, _STATE_FILE)):
+            marker = os.path.join(path, _checkpoint_dir.STATE_FILE)
+            if match and self._files.exists(marker):
                 found.append((int(match.group(1)), path))
         return sorted(found)
 
@@ -298,18 +308,10 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         """
         model = self.model
         _check_finite(model, epoch)
-        if not distribute.is_chief(_strategy(model)):
+        if not distribute.is_chief(_checkpoint_dir.strategy_of(model)):
             return None
         path = os.path.join(self.directory, f"epoch-{epoch:06d}")
-        if self._files.exists(path):
-            self._files.rmtree(path)
-        self._files.makedirs(path)
-        weights_path = os.path.join(path, _WEIGHTS_FILE)
-        with distribute.without_distribution():  # the chief alone
-            model.save_weights(weights_path)
-        _files.flush_to_disk(weights_path)
-        state = json.dumps(_state(model, epoch))
-        _files.write_atomically(os.path.join(path, _STATE_FILE), state)
+        _checkpoint_dir.write(model, path, epoch)
         self._remove_old()
         return path
 
@@ -317,7 +319,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         for path in self.checkpoints()[: -self.max_to_keep]:
             # Unmark first: a kill during the removal leaves an incomplete
             # directory, never a complete-looking one with files missing.
-            self._files.remove(os.path.join(path, _STATE_FILE))
+            self._files.remove(os.path.join(path, _checkpoint_dir.STATE_FILE))
             self._files.rmtree(path)
 
     def _remove_incomplete(self):
@@ -335,7 +337,8 @@ def check_settings(path, settings, may_change=()):
 
     The first call writes `settings` to the JSON file `path`, nested keys flattened
     (`{"recipe": {"epochs": 10}}` -> `"recipe.epochs"`). A later call (a restart)
-    raises on any difference but those of the keys `may_change`. An `os.PathLike`
+    raises on any difference but those of the keys `may_change`, whose new values
+    replace the stored ones (so that a run made longer stays longer). An `os.PathLike`
     value (e.g. a `pathlib.Path`) is a local path, stored and compared resolved
     (absolute, links followed): the same data by another path is the same setting.
 
@@ -347,7 +350,7 @@ def check_settings(path, settings, may_change=()):
             `("recipe.epochs",)`.
 
     Returns:
-        dict, the stored settings (flat).
+        dict, the stored settings (flat), as they are after this call.
 
     Raises:
         ValueError: listing every change as `key: old -> new`.
@@ -372,8 +375,7 @@ def check_settings(path, settings, may_change=()):
         files.makedirs(os.path.dirname(path) or ".")
         _files.write_atomically(path, json.dumps(current, indent=2))
         return current
-    with files.GFile(path) as file:
-        stored = _flat(json.load(file))
+    stored = stored_settings(path)
     changed = []
     for key in sorted((set(stored) | set(current)) - set(may_change)):
         old, new = stored.get(key), current.get(key)
@@ -387,7 +389,19 @@ def check_settings(path, settings, may_change=()):
             f"({'; '.join(changed)}). Resume it with its own settings, or start the "
             "new run in another directory."
         )
-    return stored
+    updated = {**stored, **{key: current[key] for key in may_change if key in current}}
+    if updated != stored:
+        _files.write_atomically(path, json.dumps(updated, indent=2))
+    return updated
+
+
+def stored_settings(path):
+    """The settings that `check_settings` stored in `path` (flat), or None if none."""
+    files = _files.file_system(path)
+    if not files.exists(path):
+        return None
+    with files.GFile(path) as file:
+        return _flat(json.load(file))
 
 
 def _flat(settings, prefix=""):
@@ -401,95 +415,13 @@ def _flat(settings, prefix=""):
     return flat
 
 
-def _state(model, epoch):
-    return {
-        "epoch": int(epoch),
-        "step": int(_numpy(model.optimizer.iterations)),
-        "seed_generator_states": [
-            _numpy(v).tolist() for v in _seed_generator_states(model)
-        ],
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
-def _load(model, path):
-    """Load a checkpoint directory into a built `model`; returns its state dict.
-
-    A checkpoint that does not load leaves the model, its optimizer and its seed
-    generators as they were: the next older checkpoint may then be tried.
-    """
-    with _files.file_system(path).GFile(os.path.join(path, _STATE_FILE)) as file:
-        state = json.load(file)
-    missing = {"epoch", "step", "seed_generator_states"} - set(state)
-    if missing:
-        raise ValueError(f"{_STATE_FILE} lacks {sorted(missing)}")
-    seed_states = _seed_generator_states(model)
-    if len(seed_states) != len(state["seed_generator_states"]):
-        raise ValueError(
-            f"the model has {len(seed_states)} random seed generators, "
-            f"the checkpoint {len(state['seed_generator_states'])}"
-        )
-    variables = model.variables + model.optimizer.variables
-    before = [_numpy(variable) for variable in variables]
-    try:
-        model.load_weights(os.path.join(path, _WEIGHTS_FILE))
-        step = int(_numpy(model.optimizer.iterations))
-        if step != state["step"]:
-            raise ValueError(
-                f"the optimizer's iteration count is {step}, the checkpoint "
-                f"says {state['step']}"
-            )
-    except Exception:
-        for variable, value in zip(variables, before, strict=True):
-            variable.assign(value)
-        raise
-    for variable, value in zip(
-        seed_states, state["seed_generator_states"], strict=True
-    ):
-        variable.assign(np.asarray(value, variable.dtype))
-    return state
-
-
-def _strategy(model):
-    """The model's `tf.distribute` strategy; None on JAX."""
-    return getattr(model, "distribute_strategy", None)
-
-
-def _build(model):
-    """Create the model's and the optimizer's variables so that they can be loaded."""
-    strategy = _strategy(model)
-    with strategy.scope() if strategy else contextlib.nullcontext():
-        if not model.built:
-            encoder = getattr(model, "encoder", None)
-            if encoder is None or not encoder.built:
-                raise ValueError(
-                    "Build the model before restoring a checkpoint, e.g. "
-                    "`model.build((None, height, width, 3))`."
-                )
-            model.build(encoder.input_shape)
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-
-
-def _seed_generator_states(model):
-    """The `SeedGenerator` state variables, which `save_weights` does not write."""
-    weights = {id(w) for w in model.weights}
-    return [v for v in model.variables if id(v) not in weights]
-
-
-def _numpy(variable):
-    """A NumPy copy of a Keras variable's value, on every backend."""
-    # Of a tensor: NumPy 2 deprecates `np.array` of a variable on both backends.
-    return keras.ops.convert_to_numpy(keras.ops.copy(variable))
-
-
 def _check_finite(model, epoch):
     variables = model.weights + model.optimizer.variables
     bad = [
         v.path
         for v in variables
         if v.dtype.startswith(("float", "bfloat"))
-        and not np.isfinite(_numpy(v).astype(np.float32)).all()
+        and not np.isfinite(_checkpoint_dir.numpy_copy(v).astype(np.float32)).all()
     ]
     if bad:
         raise FloatingPointError(

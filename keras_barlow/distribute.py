@@ -47,6 +47,7 @@ import tempfile
 
 import keras
 
+from keras_barlow import _backend
 from keras_barlow import _checks as checks
 
 POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
@@ -443,20 +444,11 @@ def _gpu_compute_capability():
     return details.get("compute_capability", (0, 0))[0]
 
 
-def _tensorflow(function, instead=""):
+def _tensorflow(function, instead=None):
     """The `tensorflow` module, for the function `function` that needs it.
 
     Raises:
         ImportError: TensorFlow is not installed; the message names the extras
             and, when given, what to do `instead`.
     """
-    try:
-        import tensorflow as tf
-    except ModuleNotFoundError as error:
-        raise ImportError(
-            f"`keras_barlow.distribute.{function}` needs TensorFlow, which is not "
-            "installed. Install it with `pip install keras-barlow[cpu]` "
-            "(tensorflow-cpu) or `pip install keras-barlow[gpu]` "
-            f"(tensorflow[and-cuda]). {instead}".rstrip()
-        ) from error
-    return tf
+    return _backend.import_tensorflow(f"`keras_barlow.distribute.{function}`", instead)

@@ -28,7 +28,7 @@ import keras
 import numpy as np
 from keras.src.trainers.data_adapters.data_adapter import DataAdapter
 
-from keras_barlow import _backend, batches, input_checks
+from keras_barlow import _backend, array_data, batches, input_checks
 
 
 def prepared(
@@ -58,7 +58,7 @@ def prepared(
         return _host_checked_tf_dataset(x) if host_checks else x
     if _backend.BACKEND == "tensorflow" or x is None:
         return x
-    if _is_arrays(x):
+    if _is_keras_arrays(x):
         if host_checks:
             check_on_host(x)
         return _arrays_in_splitting_batches(x, batch_size, shuffle, seed, shards)
@@ -70,6 +70,15 @@ def prepared(
     if hasattr(x, "__iter__") and not isinstance(x, DataAdapter):
         return _IterableAdapter(x, check, shards, smallest)
     return x
+
+
+def shuffled_by_keras(x):
+    """Whether Keras' `fit(shuffle=...)` applies to `x`: arrays and `PyDataset`s.
+
+    Other data is shuffled (or not) by its own pipeline, and Keras warns that it
+    ignores `shuffle=True` for it.
+    """
+    return _is_keras_arrays(x) or isinstance(x, keras.utils.PyDataset)
 
 
 def check_on_host(batch):
@@ -147,22 +156,11 @@ def _host_checked_tf_dataset(dataset):
     return dataset.map(checked)
 
 
-def _is_arrays(x):
-    """Whether `x` is arrays, or a tuple, dict or list of arrays (as Keras reads it).
-
-    A list of tuples or dicts is an iterable of batches instead.
-    """
-    if isinstance(x, list) and not all(_is_array(element) for element in x):
-        return False
-    leaves = keras.tree.flatten(x) if isinstance(x, (tuple, list, dict)) else [x]
-    return all(_is_array(leaf) for leaf in leaves)
-
-
-def _is_array(value):
-    jax = sys.modules.get("jax")
-    return isinstance(value, np.ndarray) or (
-        jax is not None and isinstance(value, jax.Array)
-    )
+def _is_keras_arrays(x):
+    """Whether Keras' `fit` reads `x` as arrays: `array_data.is_arrays`, or a list."""
+    if isinstance(x, list):
+        return bool(x) and all(map(array_data.is_array, x))
+    return array_data.is_arrays(x)
 
 
 def _is_grain_dataset(x):
@@ -178,7 +176,7 @@ def _arrays_in_splitting_batches(arrays, batch_size, shuffle, seed, shards):
     the no-op step of `JaxTrainStep`).
     """
     batch_size = 32 if batch_size is None else batch_size
-    count = len(keras.tree.flatten(arrays)[0])
+    count = array_data.num_samples(arrays)
     input_checks.check_batch_split(min(batch_size, count), shards, 2)
     remainder = count % batch_size
     if shards == 1 or input_checks.splits_evenly(remainder, shards, 2) or not remainder:
@@ -188,7 +186,9 @@ def _arrays_in_splitting_batches(arrays, batch_size, shuffle, seed, shards):
         shards,
         2,
     )
-    return _ArrayBatches(arrays, batch_size, shuffle, seed)
+    return array_data.ArrayBatches(
+        arrays, batch_size, seed if shuffle else None, drop_remainder=True
+    )
 
 
 def _splitting_grain_batches(dataset, shards, smallest):
@@ -198,45 +198,24 @@ def _splitting_grain_batches(dataset, shards, smallest):
     grain = sys.modules["grain"]
     if isinstance(dataset, grain.MapDataset):
         dataset = dataset.to_iter_dataset()
-    warned = []
+    return dataset.filter(_SplitsEvenly(shards, smallest))
 
-    def splits(batch):
+
+class _SplitsEvenly:
+    """Whether a batch splits evenly; warns at the first batch that does not."""
+
+    def __init__(self, shards, smallest):
+        self.shards, self.smallest = shards, smallest
+        self.warned = False
+
+    def __call__(self, batch):
         size = batches.batch_size_of(batch)
-        if input_checks.splits_evenly(size, shards, smallest):
+        if input_checks.splits_evenly(size, self.shards, self.smallest):
             return True
-        if not warned:
-            _warn_skipping(f"A batch of {size}", shards, smallest)
-            warned.append(size)
+        if not self.warned:
+            _warn_skipping(f"A batch of {size}", self.shards, self.smallest)
+            self.warned = True
         return False
-
-    return dataset.filter(splits)
-
-
-class _ArrayBatches(keras.utils.PyDataset):
-    """Arrays in batches of `batch_size`, reshuffled each epoch, whole batches only."""
-
-    def __init__(self, arrays, batch_size, shuffle, seed):
-        super().__init__()
-        self.arrays = arrays
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.count = len(keras.tree.flatten(arrays)[0])
-        self.random = np.random.default_rng(seed)
-        self.order = self._new_order()
-
-    def _new_order(self):
-        order = np.arange(self.count)
-        return self.random.permutation(order) if self.shuffle else order
-
-    def __len__(self):
-        return self.count // self.batch_size
-
-    def __getitem__(self, index):
-        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        return keras.tree.map_structure(lambda array: array[rows], self.arrays)
-
-    def on_epoch_end(self):
-        self.order = self._new_order()
 
 
 class _CheckedPyDataset(keras.utils.PyDataset):
@@ -276,17 +255,13 @@ class _IterableAdapter(DataAdapter):
     def __init__(self, iterable, check, shards, smallest):
         self.iterable = iterable
         self.check = check
-        self.shards, self.smallest = shards, smallest
-        self.warned = False
+        self.shards = shards
+        self.splits_evenly = _SplitsEvenly(shards, smallest)
 
     def _batches(self):
         for batch in self.iterable:
             batch = tuple(batch) if isinstance(batch, list) else batch
-            size = batches.batch_size_of(batch)
-            if not input_checks.splits_evenly(size, self.shards, self.smallest):
-                if not self.warned:
-                    _warn_skipping(f"A batch of {size}", self.shards, self.smallest)
-                    self.warned = True
+            if not self.splits_evenly(batch):
                 continue
             batch = keras.tree.map_structure(np.asarray, self.check(batch))
             # Keras reads a tuple as (x, y); torch's default collate makes lists.

@@ -307,7 +307,7 @@ class BarlowTwins(TrainStep, keras.Model):
         input_checks.check_global_batch(x, self._replicas())
         input_checks.check_global_batch(kwargs.get("validation_data"), self._replicas())
         input_checks.check_not_empty(x)
-        if input_checks.is_tf_dataset(x):
+        if not fit_data.shuffled_by_keras(x):
             kwargs.setdefault("shuffle", False)  # Keras would warn that it ignores it
         skips = input_checks.is_tf_dataset(x) and not input_checks.static_batch_size(x)
         batch_size = kwargs.get("batch_size", args[1] if len(args) > 1 else None)
@@ -322,9 +322,10 @@ class BarlowTwins(TrainStep, keras.Model):
         self._skipped_small_batch = False
         empty = input_checks.NO_SPLITTABLE_BATCH_MESSAGE if skips else None
         with warnings.catch_warnings():
-            if skips and kwargs.get("steps_per_epoch") is None:
-                # Skipping makes the dataset's size unknown until it ends, and
-                # Keras warns at every end of such a dataset.
+            if kwargs.get("steps_per_epoch") is None:
+                # Data of a size unknown until it ends (a dataset that skips
+                # batches, a Grain dataset, an iterable) ends the first epoch
+                # by running out, and Keras warns at that.
                 warnings.filterwarnings("ignore", "Your input ran out of data")
             try:
                 history = super().fit(x, *args, **kwargs)

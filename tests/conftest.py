@@ -355,6 +355,38 @@ class StepLosses(keras.callbacks.Callback):
         model.set_weights(self.final_weights)
 
 
+def assert_same_updates(initial, expected, actual, rtol=1e-2):
+    """Each weight moved from `initial` to `actual` as it did to `expected`.
+
+    Lists of NumPy arrays, one per weight. The difference of the updates must be
+    within `rtol` of the norm of the expected update; a weight that `expected`
+    left unchanged must be exactly `expected`.
+    """
+    for start, reference, got in zip(initial, expected, actual, strict=True):
+        update = reference - start
+        if not np.any(update):
+            np.testing.assert_array_equal(got, reference)
+            continue
+        error = np.linalg.norm((got - start) - update) / np.linalg.norm(update)
+        assert error < rtol, error
+
+
+def logged_warnings(monkeypatch, module):
+    """The messages logged with `module.logging.warning` from now on.
+
+    A list that grows as they come, each message formatted with its arguments.
+    `module.logging` is a shared module (absl's): the list gets the warnings of
+    every module that logs through it.
+    """
+    messages = []
+    monkeypatch.setattr(
+        module.logging,
+        "warning",
+        lambda message, *args: messages.append(message % args),
+    )
+    return messages
+
+
 def read_weights(path):
     """Every array of a Keras `.weights.h5` file, by its path in the file."""
     import h5py
@@ -387,6 +419,28 @@ def example_archive(tmp_path_factory):
     with tarfile.open(path, "w:gz") as tar:
         tar.add(root / "train", arcname="train")
     return path
+
+
+def example_subsets(archive, *, image_size, val_count, split_seed):
+    """`[training, validation]` images of `archive` as the example splits them.
+
+    Independent of the example's code: `data.from_image_folder` in file order,
+    batches of 64 `(uint8 (n, image_size, image_size, 3), int32 labels (n,))`.
+    """
+    from keras_barlow import data
+
+    return [
+        data.from_image_folder(
+            archive,
+            image_size=image_size,
+            batch_size=64,
+            training=False,
+            subset=subset,
+            val_count=val_count,
+            split_seed=split_seed,
+        )
+        for subset in ("training", "validation")
+    ]
 
 
 @pytest.fixture

@@ -295,6 +295,8 @@ def test_callbacks_validate_arguments():
     images, labels = labelled_images(4)
     with pytest.raises(ValueError, match="`val_ds` is read at every evaluation"):
         callbacks.KNNMonitor((images, labels), (b for b in [(images, labels)]))
+    with pytest.raises(ValueError, match="`train_ds` is empty"):
+        callbacks.KNNMonitor([], (images, labels))
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ValueError, match="encoder"):
@@ -302,8 +304,30 @@ def test_callbacks_validate_arguments():
             np.zeros((4, 4)),
             np.zeros((4, 2)),
             verbose=0,
-            callbacks=[callbacks.KNNMonitor(None, None)],
+            callbacks=[callbacks.KNNMonitor((images, labels), (images, labels))],
         )
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("unlabelled", ["train_ds", "val_ds"])
+def test_knn_monitor_refuses_unlabelled_data_before_training(unlabelled):
+    images, labels = labelled_images(16)
+    data = {
+        "train_ds": (images, labels),
+        "val_ds": [(images[:8], labels[:8]), (images[8:], labels[8:])],
+    }
+    data[unlabelled] = images if unlabelled == "train_ds" else [images[:8]]
+    model = tiny_model(augmenter=None)
+    message = f"KNNMonitor needs labelled batches, but `{unlabelled}` yields"
+    with pytest.raises(ValueError, match=message):
+        model.fit(
+            view_pairs_of(images),
+            batch_size=8,
+            epochs=1,
+            verbose=0,
+            callbacks=[callbacks.KNNMonitor(**data, k=3)],
+        )
+    assert int(to_numpy(model.optimizer.iterations)) == 0  # no step was lost
 
 
 @pytest.mark.tensorflow_only

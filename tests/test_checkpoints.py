@@ -156,6 +156,22 @@ def test_fresh_directory_restores_nothing(tmp_path):
     assert_same_state(state_of(model), before)
 
 
+def test_restore_says_what_it_restored_or_that_there_is_nothing(
+    two_epoch_run, tmp_path, capsys
+):
+    directory, _ = two_epoch_run
+    fresh = tmp_path / "fresh"
+    fit(make_model(), views(1), epochs=1, callbacks=[TrainingCheckpoint(fresh)])
+    assert capsys.readouterr().out == (  # once, at the start of fit
+        f"No checkpoint in {fresh}: training starts at epoch 1.\n"
+    )
+    assert TrainingCheckpoint(directory).restore(make_model()) == 2
+    newest = directory / "epoch-000002"
+    assert capsys.readouterr().out == (
+        f"Restored {newest}, the checkpoint after epoch 2.\n"
+    )
+
+
 def test_damaged_newest_checkpoint_falls_back_to_the_previous(two_epoch_run, tmp_path):
     directory, after_epoch = two_epoch_run
     shutil.copytree(directory, tmp_path / "run")
@@ -350,7 +366,7 @@ def test_a_url_goes_through_tensorflow_file_systems(tmp_path):
 
 def test_a_url_without_tensorflow_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # as if not installed
-    extras = r"'gs://bucket/run' is a URL.*`pip install keras-barlow\[cpu\]`"
+    extras = r"'gs://bucket/run' is a URL.*`pip install keras-barlow\[cpu\]`.*local"
     with pytest.raises(ImportError, match=extras):
         TrainingCheckpoint("gs://bucket/run")
     with pytest.raises(ImportError, match="keras-barlow"):
@@ -389,7 +405,8 @@ def test_local_checkpoints_need_no_tensorflow(tmp_path):
         env={**os.environ, "KERAS_BACKEND": "jax"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip() == "['tensorflow']"  # the blocked entry only
+    # The blocked entry only (after what `restore` printed).
+    assert result.stdout.strip().splitlines()[-1] == "['tensorflow']"
     assert complete_checkpoints(tmp_path / "run") == ["epoch-000001", "epoch-000002"]
 
 
@@ -491,15 +508,18 @@ def test_settings_are_stored_then_may_change_only_where_allowed(tmp_path):
     assert json.loads(Path(path).read_text()) == stored
     assert stored["recipe.projector_dims"] == [16, 16]
     longer = {"seed": 0, "recipe": {"epochs": 20, "projector_dims": [16, 16]}}
-    checkpoints.check_settings(path, longer, may_change=("recipe.epochs",))
-    with pytest.raises(ValueError, match=r"recipe\.epochs: 10 -> 20"):
-        checkpoints.check_settings(path, longer)
+    assert checkpoints.stored_settings(str(tmp_path / "none.json")) is None
+    stored = checkpoints.check_settings(path, longer, may_change=("recipe.epochs",))
+    assert stored["recipe.epochs"] == 20  # the run is longer from now on
+    assert checkpoints.stored_settings(path) == stored
+    with pytest.raises(ValueError, match=r"recipe\.epochs: 20 -> 10"):
+        checkpoints.check_settings(path, settings)
     with pytest.raises(
         ValueError, match=r"other settings \(seed: 0 -> 1\).*another directory"
     ):
-        checkpoints.check_settings(path, {**settings, "seed": 1})
+        checkpoints.check_settings(path, {**longer, "seed": 1})
     with pytest.raises(ValueError, match=r"extra: None -> 1"):
-        checkpoints.check_settings(path, {**settings, "extra": 1})
+        checkpoints.check_settings(path, {**longer, "extra": 1})
 
 
 def test_path_settings_compare_resolved(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import logged_warnings
 from PIL import Image
 
 from keras_barlow import data
@@ -288,12 +289,7 @@ def test_archive_links_and_devices_are_not_written(tmp_path, monkeypatch):
             info = tarfile.TarInfo(name)
             info.type, info.linkname = kind, target
             tar.addfile(info)
-    warnings = []
-    monkeypatch.setattr(
-        folders.logging,
-        "warning",
-        lambda message, *args: warnings.append(message % args),
-    )
+    warnings = logged_warnings(monkeypatch, folders)
 
     _, info = data.from_image_folder(
         archive, cache_dir=cache, batch_size=1, training=False, with_info=True
@@ -378,12 +374,7 @@ def test_corrupt_files_raise_by_default_naming_each_file(folder_with_corrupt_fil
 
 def test_corrupt_files_skipped_with_a_warning(folder_with_corrupt_files, monkeypatch):
     root, good, corrupt = folder_with_corrupt_files
-    warnings = []
-    monkeypatch.setattr(
-        integrity.logging,
-        "warning",
-        lambda message, *args: warnings.append(message % args),
-    )
+    warnings = logged_warnings(monkeypatch, integrity)
     dataset, info = data.from_image_folder(
         root,
         image_size=4,
@@ -429,35 +420,6 @@ def test_from_numpy_training_shuffles_each_epoch_and_drops_remainder():
     assert len(epoch1) == 8 and len(set(epoch1)) == 8
     np.testing.assert_array_equal(epoch1, replay)
     assert not np.array_equal(epoch1, epoch2)
-
-
-def test_from_numpy_resize_split_and_limit():
-    rng = np.random.default_rng(3)
-    images = rng.integers(0, 256, (40, 8, 8, 4), dtype=np.uint8)
-    labels = np.repeat(np.arange(4), 10)
-    val = data.from_numpy(
-        images,
-        labels,
-        image_size=4,
-        interpolation="area",
-        batch_size=8,
-        subset="validation",
-        val_count=8,
-        seed=0,
-    )
-    val_images, val_labels = _collect(val)
-    np.testing.assert_array_equal(np.bincount(val_labels), [2, 2, 2, 2])
-    assert val_images.shape == (8, 4, 4, 3)
-    _, val_indices = data.stratified_split(labels, val_count=8, seed=0)
-    reference = np.stack(
-        [_block_mean(image[..., :3], 2) for image in images[val_indices]]
-    )
-    assert np.abs(val_images - reference).max() <= 0.501  # rounded, not truncated
-
-    limited = data.from_numpy(
-        images, labels, batch_size=6, training=False, limit_images=6
-    )
-    np.testing.assert_array_equal(_collect(limited)[1], [0, 0, 1, 1, 2, 3])
 
 
 def test_with_info_returns_metadata_that_survives_map(image_folder):

@@ -4,9 +4,12 @@ Runs where TensorFlow is absent: `KERAS_BACKEND=jax python -m pytest -q
 tests/test_data_grain.py`. Images are written with Pillow from NumPy arrays, so
 the references are the arrays themselves (PNG is lossless), Pillow's own
 decoding (JPEG), NumPy formulas (resizing) and properties of the order (epoch
-keys, shards); the tf.data comparison is in `test_data_pipelines.py`.
+keys, shards); the tf.data comparison is in `test_data_pipelines.py`. The tests
+parametrized with `PIPELINES` check tf.data against the same references too,
+where TensorFlow is installed.
 """
 
+import importlib.util
 import io
 import os
 import subprocess
@@ -15,6 +18,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import logged_warnings
 from PIL import Image
 
 from keras_barlow import data
@@ -22,6 +26,18 @@ from keras_barlow.data import grain_pipeline, integrity
 
 pytestmark = pytest.mark.core
 GRAIN = {"pipeline": "grain", "shard_index": 0, "shard_count": 1}
+# The same checks on both pipelines, where TensorFlow is installed.
+PIPELINES = [
+    pytest.param(GRAIN, id="grain"),
+    pytest.param(
+        {"pipeline": "tf.data"},
+        id="tf.data",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("tensorflow") is None,
+            reason="tf.data needs TensorFlow",
+        ),
+    ),
+]
 
 
 def _encode(array, format_="PNG", **kwargs):
@@ -282,7 +298,8 @@ def test_worker_processes_keep_the_order():
     assert [_numbers(batch) for batch in workers] == threads
 
 
-def test_from_numpy_layouts_split_and_resize():
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_from_numpy_split_resize_limit_and_layouts(pipeline):
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (40, 8, 8, 4), dtype=np.uint8)
     labels = np.repeat(np.arange(4), 10)
@@ -294,16 +311,23 @@ def test_from_numpy_layouts_split_and_resize():
         batch_size=8,
         subset="validation",
         val_count=8,
-        **GRAIN,
+        **pipeline,
     )
     val_images, val_labels = _collect(val)
     _, val_indices = data.stratified_split(labels, val_count=8, seed=0)
+    np.testing.assert_array_equal(np.bincount(val_labels), [2, 2, 2, 2])
     np.testing.assert_array_equal(val_labels, labels[val_indices])
+    assert val_images.shape == (8, 4, 4, 3)
     reference = images[val_indices, ..., :3].reshape(8, 4, 2, 4, 2, 3).mean(axis=(2, 4))
-    assert np.abs(val_images - reference).max() <= 0.501
+    assert np.abs(val_images - reference).max() <= 0.501  # rounded, not truncated
+
+    limited = data.from_numpy(
+        images, labels, batch_size=6, training=False, limit_images=6, **pipeline
+    )
+    np.testing.assert_array_equal(_collect(limited)[1], [0, 0, 1, 1, 2, 3])
 
     gray = rng.integers(0, 256, (6, 5, 7), dtype=np.uint8)
-    got = _collect(data.from_numpy(gray, batch_size=4, training=False, **GRAIN))
+    got = _collect(data.from_numpy(gray, batch_size=4, training=False, **pipeline))
     np.testing.assert_array_equal(got, np.repeat(gray[..., None], 3, axis=-1))
 
 
@@ -363,10 +387,7 @@ def test_a_file_that_fails_while_reading_is_named_or_skipped(tmp_path, monkeypat
         ValueError, match=r"Could not decode .*bad\.png.*on_corrupt='skip'"
     ):
         list(data.from_image_folder(tmp_path, batch_size=5, validate=None, **GRAIN))
-    warnings = []
-    monkeypatch.setattr(
-        grain_pipeline.logging, "warning", lambda *args: warnings.append(args)
-    )
+    warnings = logged_warnings(monkeypatch, grain_pipeline)
     dataset = data.from_image_folder(
         tmp_path,
         batch_size=5,
@@ -377,7 +398,7 @@ def test_a_file_that_fails_while_reading_is_named_or_skipped(tmp_path, monkeypat
     )
     images, _ = _collect(dataset)
     assert sorted(images[:, 0, 0, 0].tolist()) == [0, 1, 2, 3]
-    assert len(warnings) == 1 and warnings[0][1].endswith("bad.png")
+    assert len(warnings) == 1 and "bad.png, which cannot be decoded" in warnings[0]
     bad = [tmp_path / "a" / "bad.png"]  # it passes the header check, not decoding
     assert integrity.find_corrupt_images(bad, "header", pipeline="grain") == []
     assert integrity.find_corrupt_images(bad, "decode", pipeline="grain")

@@ -2,11 +2,12 @@
 
 The example runs in this process (its `run()` after parsing flags), on an archive
 of random JPEGs with the library's `convnet` encoder at 16x16: pre-training,
-resumption with more epochs, evaluation and export. The exported SavedModel is
-checked against an independent path: its own features, fed to `knn_accuracy`,
-must give the accuracy the example reported from the in-memory encoder. Then what
-a user gets wrong: TFDS without a network, a single class, bad flags, the same data
-by another path; each fails before anything is written, naming what to pass.
+resumption (to the saved epochs, or more when `--epochs` asks), evaluation and
+export. The exported SavedModel is checked against an independent path: its own
+features, fed to `knn_accuracy`, must give the accuracy the example reported from
+the in-memory encoder. Then what a user gets wrong: TFDS without a network, a
+single class, bad flags, the same data by another path; each fails before
+anything is written, naming what to pass.
 """
 
 import json
@@ -21,9 +22,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
-from conftest import read_weights
+from conftest import example_subsets, read_weights
 
-from keras_barlow import backbones, data, evaluation, presets
+from keras_barlow import backbones, evaluation, presets
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -97,16 +98,8 @@ def test_pretrains_resumes_exactly_evaluates_and_exports(
     # reported kNN accuracy of the trained encoder.
     served = tf.saved_model.load(second["saved_model"]).signatures["serving_default"]
     features = []
-    for subset in ("training", "validation"):
-        images = data.from_image_folder(
-            archive,
-            image_size=SIZE,
-            batch_size=64,
-            training=False,
-            subset=subset,
-            val_count=12,
-            split_seed=example.SPLIT_SEED,
-        )
+    split = dict(image_size=SIZE, val_count=12, split_seed=example.SPLIT_SEED)
+    for images in example_subsets(archive, **split):
         batches = [(served(images=x)["features"].numpy(), y.numpy()) for x, y in images]
         features += [np.concatenate(part) for part in zip(*batches, strict=True)]
     assert features[0].shape == (36, 8 * 32) and features[2].shape == (12, 8 * 32)
@@ -119,6 +112,36 @@ def test_pretrains_resumes_exactly_evaluates_and_exports(
         run_example(*args, "--projector", "16-8")
     with pytest.raises(ValueError, match=r"--epochs=1 is fewer than the 2 epochs"):
         run_example(*args, "--epochs", "1")
+
+
+def test_a_rerun_without_epochs_finishes_the_saved_run(
+    archive, tmp_path, run_example, monkeypatch, capsys
+):
+    # The preset made 5 epochs long, not 1000: a run that falls back to it fails fast.
+    preset = presets.get("cifar10-resnet18")
+    short = preset.replace(epochs=5, warmup_epochs=2)
+    monkeypatch.setitem(presets.PRESETS, preset.name, short)
+    model_dir = tmp_path / "run"
+    args = ["--data", str(archive), "--model_dir", str(model_dir), *TINY]
+    args += ["--eval", "none"]
+    run_example(*args, "--epochs", "2", "--warmup_epochs", "1")
+    shutil.rmtree(model_dir / "checkpoints" / "epoch-000002")  # killed in epoch 2
+    capsys.readouterr()
+
+    resumed = run_example(*args)
+    assert (resumed["initial_epoch"], resumed["epochs"]) == (1, 2)
+    printed = capsys.readouterr().out
+    saved = model_dir / "settings.json"
+    assert f"Resuming: epochs=2, as saved in {saved}; pass --epochs" in printed
+    assert "  epochs = 2\n  warmup_epochs = 1\n" in printed
+
+    # Longer only when asked; then the longer run is the one saved.
+    longer = run_example(*args, "--epochs", "3")
+    assert (longer["initial_epoch"], longer["epochs"]) == (2, 3)
+    assert "  epochs = 3\n  warmup_epochs = 1\n" in capsys.readouterr().out
+    again = run_example(*args)
+    assert (again["initial_epoch"], again["epochs"]) == (3, 3)
+    assert "Resuming: epochs=3" in capsys.readouterr().out
 
 
 def test_tfds_source_with_mock_data(tmp_path, run_example, tfds):

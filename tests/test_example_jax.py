@@ -15,9 +15,9 @@ import keras
 import numpy as np
 import pytest
 from absl import app, flags
-from conftest import read_weights
+from conftest import example_subsets, read_weights
 
-from keras_barlow import data, evaluation
+from keras_barlow import evaluation
 
 pytestmark = [pytest.mark.core, pytest.mark.jax_only]
 
@@ -62,16 +62,8 @@ def test_pretrains_resumes_evaluates_and_saves_on_jax(
     # file order, kNN on its features), gives the accuracy the run reported.
     model = keras.saving.load_model(second["keras_model"], compile=False)
     features = []
-    for subset in ("training", "validation"):
-        images = data.from_image_folder(
-            archive,
-            image_size=SIZE,
-            batch_size=64,
-            training=False,
-            subset=subset,
-            val_count=12,
-            split_seed=example.SPLIT_SEED,
-        )
+    split = dict(image_size=SIZE, val_count=12, split_seed=example.SPLIT_SEED)
+    for images in example_subsets(archive, **split):
         features += evaluation.extract_features(model.encoder, images)
     reference = evaluation.knn_accuracy(*features, k=3, temperature=0.1)
     assert reference["top1"] == pytest.approx(second["knn"]["top1"])

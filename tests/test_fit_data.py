@@ -9,7 +9,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import StepLosses, tiny_encoder, to_numpy, uint8_images
+from conftest import StepLosses, tiny_model, to_numpy, uint8_images
 
 import keras_barlow
 from keras_barlow import batches, fit_data
@@ -18,17 +18,6 @@ pytestmark = pytest.mark.core
 
 BACKEND = keras.backend.backend()
 SIZE = 8
-
-
-def tiny_model(augmenter="cifar", optimizer="sgd"):
-    model = keras_barlow.BarlowTwins(
-        tiny_encoder(SIZE, 4, use_bias=False, batch_norm=True),
-        projector_dims=(16, 16),
-        augmenter=augmenter,
-        seed=0,
-    )
-    model.compile(optimizer=optimizer)
-    return model
 
 
 def canvases(count, side=16, seed=0):
@@ -158,6 +147,27 @@ def test_a_grain_dataset_trains_and_a_bad_batch_stops_it():
     bad = [*good[:2], good[2].astype(np.float32) / 255.0]
     with pytest.raises(ValueError, match="taken as scaled"):
         model.fit(grain.MapDataset.source(bad), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("form", ["grain", "generator", "tf.data"])
+def test_fit_on_a_pipeline_warns_neither_of_shuffle_nor_of_running_out(form):
+    """Keras warns that it ignores `shuffle` and that such data "ran out"."""
+    source = [uint8_images(4, SIZE, seed=index) for index in range(3)]
+    if form == "grain":
+        data = pytest.importorskip("grain").MapDataset.source(source)
+        data = data.to_iter_dataset()  # of unknown length, as the loaders make
+    elif form == "tf.data":
+        tf = pytest.importorskip("tensorflow")
+        data = tf.data.Dataset.from_tensor_slices(np.concatenate(source)).batch(4)
+    else:
+        data = ((batch,) for batch in source)
+    model = tiny_model()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(data, verbose=0)
+    assert steps_of(model) == 3
+    assert not [str(w.message) for w in caught if "shuffle" in str(w.message)]
+    assert not [str(w.message) for w in caught if "ran out" in str(w.message)]
 
 
 @pytest.mark.jax_only

@@ -202,6 +202,42 @@ def test_training_data_must_be_readable_at_every_epoch():
         evaluation.linear_probe(tiny_encoder(), [images], None, epochs=1)
 
 
+def test_labels_of_num_classes_or_more_are_refused_before_training(monkeypatch):
+    rng = np.random.default_rng(7)
+    images, labels = colored_images(rng, 16)
+    labels[:3] = [0, 1, 2]
+    bad = labels.copy()
+    bad[5] = 3
+    features = rng.normal(size=(16, 4))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the labels were checked")
+
+    monkeypatch.setattr(evaluation.Classifier, "fit", no_training)
+    message = r"label 3 with num_classes=3\. Pass num_classes=4 or more, or None"
+    for train, test in [(bad, labels), (labels, bad)]:
+        batches_of_test = [(images[:8], test[:8]), (images[8:], test[8:])]
+        with pytest.raises(ValueError, match=message):
+            evaluation.linear_probe(
+                tiny_encoder(), (images, train), batches_of_test, num_classes=3
+            )
+        with pytest.raises(ValueError, match=message):
+            evaluation.linear_probe_on_features(
+                features, train, features, test, num_classes=3
+            )
+    for train, test in [(bad, labels), (labels, bad)]:
+        with pytest.raises(ValueError, match=message):
+            evaluation.fine_tune(
+                tiny_encoder(), (images, train), (images, test), num_classes=3
+            )
+    # Without num_classes, the classes are counted from both sets, as on features.
+    monkeypatch.undo()
+    result = evaluation.linear_probe(
+        tiny_encoder(), (images, labels), (images, bad), epochs=1
+    )
+    assert result.classifier.num_classes == 4
+
+
 def test_fine_tune_trains_the_encoder_on_a_labeled_subset():
     rng = np.random.default_rng(8)
     images, labels = colored_images(rng, 400)

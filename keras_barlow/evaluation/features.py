@@ -259,7 +259,8 @@ def num_classes_of(num_classes, *label_arrays):
         return largest + 1
     if largest >= num_classes:
         raise ValueError(
-            f"Labels must be below `num_classes`. Received: label "
-            f"{largest} with num_classes={num_classes}"
+            f"Labels must be below `num_classes`. Received: label {largest} with "
+            f"num_classes={num_classes}. Pass num_classes={largest + 1} or more, "
+            "or None to count the classes from the labels."
         )
     return int(num_classes)

@@ -71,6 +71,7 @@ def fine_tune(
         weight_decay,
         backbone_ratio=ratio,
         batch_size=batch_size,
+        test_ds=test_ds,
     )
     return training.train_and_test(
         classifier,

@@ -19,7 +19,7 @@ import sys
 import keras
 import numpy as np
 
-from keras_barlow import batches, input_checks
+from keras_barlow import array_data, batches, input_checks
 
 FORMS = (
     "a batched tf.data.Dataset, a NumPy array of images, a tuple (images, labels) "
@@ -53,8 +53,8 @@ def iterate_batches(data, batch_size=256, seed=None):
     >>> [len(batch.images) for batch in iterate_batches(images, batch_size=2)]
     [2, 2, 1]
     """
-    if is_arrays(data):
-        source = _array_batches(data, batch_size, seed)
+    if array_data.is_arrays(data):
+        source = array_data.ArrayBatches(data, batch_size, seed)
     else:
         source = _source_batches(data)
     for batch in source:
@@ -79,14 +79,6 @@ def first_batch(data):
     raise ValueError("The data is empty: it has no batch.")
 
 
-def is_arrays(data):
-    """Whether `data` is arrays to batch: an array, a tuple or a dict of arrays."""
-    if isinstance(data, (tuple, dict)):
-        parts = data.values() if isinstance(data, dict) else data
-        return all(_is_array(part) for part in parts if part is not None)
-    return _is_array(data)
-
-
 def batches_per_pass(data, batch_size=256):
     """The number of batches that one pass of `iterate_batches` yields.
 
@@ -108,8 +100,8 @@ def known_length(data, batch_size=256):
     Raises:
         ValueError: for an infinite tf.data.Dataset or PyDataset.
     """
-    if is_arrays(data):
-        return math.ceil(_array_length(data) / batch_size)
+    if array_data.is_arrays(data):
+        return math.ceil(array_data.num_samples(data) / batch_size)
     if input_checks.is_tf_dataset(data):
         cardinality = int(data.cardinality())
         if cardinality == sys.modules["tensorflow"].data.INFINITE_CARDINALITY:
@@ -151,38 +143,6 @@ def model_inputs(batch):
     if batch.image_sizes is None:
         return batch.images
     return batches.full_resolution_batch(batch.images, batch.image_sizes)
-
-
-def _is_array(value):
-    return hasattr(value, "shape") and hasattr(value, "__array__")
-
-
-def _array_length(data):
-    parts = [data] if _is_array(data) else data
-    parts = parts.values() if isinstance(parts, dict) else parts
-    lengths = {len(part) for part in parts if part is not None}
-    if len(lengths) != 1:
-        raise ValueError(
-            "The arrays must have one entry per sample, the same number each. "
-            f"Received arrays of lengths {sorted(lengths)}."
-        )
-    return lengths.pop()
-
-
-def _array_batches(data, batch_size, seed):
-    length = _array_length(data)
-    data = keras.tree.map_structure(
-        lambda array: None if array is None else np.asarray(array), data
-    )
-    order = None if seed is None else np.random.default_rng(seed).permutation(length)
-    for start in range(0, length, batch_size):
-        # Without shuffling, a slice: a view of the arrays, not a copy.
-        indices = slice(start, start + batch_size)
-        if order is not None:
-            indices = order[indices]
-        yield keras.tree.map_structure(
-            lambda array, rows=indices: None if array is None else array[rows], data
-        )
 
 
 def _source_batches(data):

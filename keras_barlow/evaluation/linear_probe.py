@@ -41,8 +41,10 @@ def linear_probe(
             `keras_barlow.evaluation.inputs`. The paper uses batches of 256.
         test_ds: the same for testing (read once: a generator will do), or
             `None`.
-        num_classes: number of classes; by default found by reading the labels of
-            `train_ds` once.
+        num_classes: number of classes; by default the largest label plus one.
+            Before training, the labels of `train_ds` (and of `test_ds` unless
+            it is a generator) are read once to find it or to check that they
+            are below it.
         epochs: training epochs.
         learning_rate: initial learning rate (0.3 in the paper for batch 256).
         momentum: SGD momentum.
@@ -62,6 +64,10 @@ def linear_probe(
     Returns:
         A `ProbeResult` with test `top1` and `top5` accuracies.
 
+    Raises:
+        ValueError: before training, on batches without labels or a label of
+            `num_classes` or more.
+
     Example:
 
     ```python
@@ -80,6 +86,7 @@ def linear_probe(
         weight_decay,
         backbone_ratio=None,
         batch_size=batch_size,
+        test_ds=test_ds,
     )
     return training.train_and_test(
         classifier,

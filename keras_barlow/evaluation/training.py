@@ -1,11 +1,13 @@
 """How `linear_probe` and `fine_tune` train a `Classifier`, on data of any form.
 
 `classifier_for_encoder` builds the classifier with the transforms the arguments
-ask for; `train_and_test` trains it with SGD and a cosine decay, then tests it.
+ask for, its number of classes checked against the labels (`checked_num_classes`);
+`train_and_test` trains it with SGD and a cosine decay, then tests it.
 Data in any form of `keras_barlow.evaluation.inputs` go to Keras' `fit` and
 `evaluate` through `keras_data`.
 """
 
+import collections.abc
 import dataclasses
 import warnings
 
@@ -47,10 +49,12 @@ def classifier_for_encoder(
     weight_decay,
     backbone_ratio,
     batch_size=256,
+    test_ds=None,
 ):
     """A `Classifier` on `encoder` with the transforms that the arguments ask for.
 
-    Without `num_classes`, the labels of `train_ds` are read once to find it.
+    `num_classes` is found or checked by `checked_num_classes`, before any
+    training.
     """
     if not isinstance(encoder, keras.Model):
         raise TypeError(
@@ -60,8 +64,7 @@ def classifier_for_encoder(
     # Before any reading: the data is read at every epoch (and here once more
     # without num_classes).
     inputs_lib.check_reiterable(train_ds, "train_ds", "at every epoch")
-    if num_classes is None:
-        num_classes = _num_classes_in(train_ds, batch_size)
+    num_classes = checked_num_classes(num_classes, train_ds, test_ds, batch_size)
     test_transform = features_lib.resolve_preprocess(encoder, preprocess)
     if isinstance(train_augment, str) and train_augment != "auto":
         raise ValueError(
@@ -158,16 +161,45 @@ def keras_data(data, batch_size, shuffle=None, passes=1):
     return batches_of_every_pass()
 
 
-def _num_classes_in(data, batch_size):
-    """The largest label of `data` plus one."""
-    largest = -1
+def checked_num_classes(num_classes, train_ds, test_ds=None, batch_size=256):
+    """`num_classes` checked against the labels of the data, or found from them.
+
+    Reads the labels of `train_ds` once, and those of `test_ds` unless it is an
+    iterator (e.g. a generator), which is read once only, for testing. The rule
+    is `features.num_classes_of`'s, as for `linear_probe_on_features`.
+
+    Args:
+        num_classes: the number of classes asked for, or `None` for the
+            largest label plus one.
+        train_ds, test_ds: data in any form of `keras_barlow.evaluation.inputs`
+            (`test_ds` may be `None`).
+        batch_size: batch size for arrays.
+
+    Returns:
+        int, the number of classes.
+
+    Raises:
+        ValueError: on a batch without labels, empty data, or a label of
+            `num_classes` or more.
+    """
+    labels = [_labels_of(train_ds, "train_ds", batch_size)]
+    if test_ds is not None and not isinstance(test_ds, collections.abc.Iterator):
+        labels.append(_labels_of(test_ds, "test_ds", batch_size))
+    return features_lib.num_classes_of(num_classes, *labels)
+
+
+def _labels_of(data, name, batch_size):
+    """The labels of every batch of `data`, concatenated: `(N,)`."""
+    labels = []
     for batch in inputs_lib.iterate_batches(data, batch_size):
         if batch.labels is None:
             raise ValueError(
                 "Training a classifier needs labels: batches of (images, labels) "
                 f"or full-resolution dicts with '{batches.LABELS}'. Received a "
-                "batch without labels."
+                f"batch of `{name}` without labels."
             )
-        if batch.labels.size:
-            largest = max(largest, int(batch.labels.max()))
-    return largest + 1
+        labels.append(batch.labels)
+    labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    if not labels.size:
+        raise ValueError(f"`{name}` is empty: it has no labelled sample.")
+    return labels
