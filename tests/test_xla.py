@@ -66,8 +66,10 @@ def test_jit_compiled_steps_match_uncompiled_steps(make_optimizer):
         )
     assert losses[True].shape == (3,) and np.isfinite(losses[True]).all()
     # Step 1: the same weights; steps 2 and 3 follow the optimizer's updates
-    # (SGD's, LARS' trust ratio, Adam's moments): the same on both sides.
-    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+    # (SGD's, LARS' trust ratio, Adam's moments): the same on both sides. XLA
+    # orders float32 sums its own way, and LARS' large steps grow that to about
+    # 1e-4 by step 3 (seen: 1.2e-4); a missed or wrong update is far larger.
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-3)
 
 
 def test_jit_compiled_step_trains_on_full_resolution_batches():
