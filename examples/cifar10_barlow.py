@@ -96,7 +96,7 @@ def parse_projector(text):
 
 def settings_file():
     """The run's settings in --model_dir (`keras_barlow.checkpoints.check_settings`)."""
-    return pathlib.Path(F.model_dir) / "settings.json"
+    return f"{F.model_dir}/settings.json"  # a URL stays a URL
 
 
 def make_recipe():
@@ -119,16 +119,15 @@ def make_recipe():
         ratio = preset.learning_rate_biases / preset.learning_rate_weights
         changes["learning_rate_weights"] = F.learning_rate
         changes["learning_rate_biases"] = F.learning_rate * ratio
-    path = settings_file()
-    saved = keras_barlow.checkpoints.stored_settings(str(path))
-    if saved:  # resuming: the saved length, unless flags change it
-        changes.setdefault("epochs", saved["recipe.epochs"])
-        changes.setdefault("warmup_epochs", saved["recipe.warmup_epochs"])
-        if F.epochs is None:
-            print(
-                f"Resuming: epochs={changes['epochs']}, as saved in {path}; pass "
-                "--epochs to train longer."
-            )
+    saved = keras_barlow.checkpoints.stored_settings(settings_file()) or {}
+    for name in ("epochs", "warmup_epochs"):  # resuming: the saved length
+        if f"recipe.{name}" in saved:
+            changes.setdefault(name, saved[f"recipe.{name}"])
+    if F.epochs is None and "recipe.epochs" in saved:
+        print(
+            f"Resuming: epochs={changes['epochs']}, as saved in {settings_file()}; "
+            "pass --epochs to train longer."
+        )
     epochs = changes.get("epochs", preset.epochs)
     changes.setdefault("warmup_epochs", min(preset.warmup_epochs, epochs // 10))
     return preset.replace(**changes), ["--" + name for name in given]
@@ -264,7 +263,7 @@ def run():
         settings.update(data=pathlib.Path(source) if local else source)  # resolved
         settings.update(recipe=dataclasses.asdict(recipe), dtype_policy=policy)
         keras_barlow.checkpoints.check_settings(
-            str(settings_file()),
+            settings_file(),
             dict(settings, steps_per_epoch=info.steps_per_epoch),
             may_change=("recipe.epochs", "recipe.warmup_epochs"),
         )

@@ -26,7 +26,14 @@ import numpy as np
 from keras import ops
 
 from keras_barlow import _checks as checks
-from keras_barlow import _tensorboard, array_data, batches, losses, metrics
+from keras_barlow import (
+    _tensorboard,
+    array_data,
+    batches,
+    input_checks,
+    losses,
+    metrics,
+)
 from keras_barlow._tensorboard import HISTOGRAM_BINS, correlation_image
 from keras_barlow.checkpoints import NON_FINITE_CAUSES
 from keras_barlow.evaluation import features, inputs, knn
@@ -157,7 +164,7 @@ class KNNMonitor(_EpochCallback):
         # Checked now, not after the first epoch, by knn_accuracy's own rule.
         self.k, self.temperature = knn.check_knn_settings(k, temperature)
         for name, data in (("train_ds", train_ds), ("val_ds", val_ds)):
-            inputs.check_reiterable(data, name, "at every evaluation")
+            input_checks.check_reiterable(data, name, "at every evaluation")
             _check_labelled(data, name)
         self.train_ds, self.val_ds = train_ds, val_ds
         self.num_classes = num_classes

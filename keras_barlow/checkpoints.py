@@ -338,7 +338,8 @@ def check_settings(path, settings, may_change=()):
     The first call writes `settings` to the JSON file `path`, nested keys flattened
     (`{"recipe": {"epochs": 10}}` -> `"recipe.epochs"`). A later call (a restart)
     raises on any difference but those of the keys `may_change`, whose new values
-    replace the stored ones (so that a run made longer stays longer). An `os.PathLike`
+    replace the stored ones (so that a run made longer stays longer); call it on
+    the chief alone, as it writes. An `os.PathLike`
     value (e.g. a `pathlib.Path`) is a local path, stored and compared resolved
     (absolute, links followed): the same data by another path is the same setting.
 

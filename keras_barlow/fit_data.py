@@ -44,7 +44,8 @@ def prepared(
             `input_checks.batch_split_rule`).
         batch_size: the batch size of arrays (Keras' default 32 when None).
         shuffle: whether arrays are shuffled every epoch.
-        seed: int seed of that shuffle, when arrays are rebatched here.
+        seed: int seed of that shuffle (None: unseeded), when arrays are
+            rebatched here.
         host_checks: whether to check the pixels and sizes on the host, on JAX
             (with an augmenter; views given ready are not checked).
 
@@ -78,7 +79,9 @@ def shuffled_by_keras(x):
     Other data is shuffled (or not) by its own pipeline, and Keras warns that it
     ignores `shuffle=True` for it.
     """
-    return _is_keras_arrays(x) or isinstance(x, keras.utils.PyDataset)
+    if isinstance(x, keras.utils.PyDataset):
+        return x.num_batches is not None  # Keras shuffles a finite one's batches
+    return _is_keras_arrays(x)
 
 
 def check_on_host(batch):
@@ -187,7 +190,10 @@ def _arrays_in_splitting_batches(arrays, batch_size, shuffle, seed, shards):
         2,
     )
     return array_data.ArrayBatches(
-        arrays, batch_size, seed if shuffle else None, drop_remainder=True
+        arrays,
+        batch_size,
+        np.random.default_rng(seed) if shuffle else None,
+        drop_remainder=True,
     )
 
 

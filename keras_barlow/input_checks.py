@@ -218,6 +218,31 @@ def is_tf_dataset(x):
     return tf is not None and isinstance(x, tf.data.Dataset)
 
 
+def is_one_shot(data):
+    """Whether `data` is an iterator that can be read once only (a generator)."""
+    return hasattr(data, "__next__") and iter(data) is data
+
+
+def check_reiterable(data, name, purpose):
+    """Raise unless `data` can be read more than once (no one-shot iterator).
+
+    Args:
+        data: any data form (see `keras_barlow.evaluation.inputs`).
+        name: the argument's name, for the message.
+        purpose: why it is read again, e.g. "at every epoch".
+
+    Raises:
+        ValueError: for an iterator such as a Python generator.
+    """
+    if is_one_shot(data):
+        raise ValueError(
+            f"`{name}` is read {purpose}, but it is a {type(data).__name__}, which "
+            "can be read only once. Pass arrays, a list of batches, a "
+            "keras.utils.PyDataset, a Grain dataset, a torch DataLoader or a "
+            "tf.data.Dataset instead."
+        )
+
+
 def static_batch_size(dataset):
     """The static batch size of a `tf.data.Dataset` of batches, else None."""
     shape = batches.first_images(dataset.element_spec).shape

@@ -138,10 +138,11 @@ class BarlowTwins(TrainStep, keras.Model):
     `(x1, x2)` of ready views. They may come as NumPy arrays with `batch_size`,
     a `tf.data.Dataset`, a `keras.utils.PyDataset`, a Grain dataset, or (on
     JAX) any other iterable of batches such as a generator or a torch
-    `DataLoader`. A batch that breaks the input rules (`keras_barlow.input_checks`)
-    stops training before its step; a short last batch that does not split
-    across replicas or devices is skipped with a warning, except from a
-    `PyDataset` or Grain dataset, where it stops (`keras_barlow.fit_data`).
+    `DataLoader`; a generator, which is read once, for one epoch only. A batch
+    that breaks the input rules (`keras_barlow.input_checks`) stops training
+    before its step; a short last batch that does not split across replicas or
+    devices is skipped with a warning, except from a `PyDataset`, where it
+    stops (`keras_barlow.fit_data`).
 
     Example:
 
@@ -307,6 +308,11 @@ class BarlowTwins(TrainStep, keras.Model):
         input_checks.check_global_batch(x, self._replicas())
         input_checks.check_global_batch(kwargs.get("validation_data"), self._replicas())
         input_checks.check_not_empty(x)
+        epochs = kwargs.get("epochs", args[2] if len(args) > 2 else 1)
+        if epochs - kwargs.get("initial_epoch", 0) > 1 and not kwargs.get(
+            "steps_per_epoch"
+        ):
+            input_checks.check_reiterable(x, "x", "at every epoch")
         if not fit_data.shuffled_by_keras(x):
             kwargs.setdefault("shuffle", False)  # Keras would warn that it ignores it
         skips = input_checks.is_tf_dataset(x) and not input_checks.static_batch_size(x)

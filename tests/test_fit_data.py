@@ -170,6 +170,30 @@ def test_fit_on_a_pipeline_warns_neither_of_shuffle_nor_of_running_out(form):
     assert not [str(w.message) for w in caught if "ran out" in str(w.message)]
 
 
+def test_a_generator_for_several_epochs_is_refused_before_training():
+    model = tiny_model()
+    generator = ((uint8_images(4, SIZE, seed=index),) for index in range(3))
+    with pytest.raises(ValueError, match="`x` is read at every epoch.*only once"):
+        model.fit(generator, epochs=2, verbose=0)
+    assert steps_of(model) == 0
+    model.fit(generator, epochs=2, steps_per_epoch=1, verbose=0)  # the caller's count
+    assert steps_of(model) == 2
+
+
+@pytest.mark.jax_only
+@pytest.mark.parametrize("framework", ["tensorflow", "torch"])
+def test_tensors_of_other_frameworks_train_as_arrays(framework):
+    """Before, they were read as iterables: each image a batch."""
+    images = uint8_images(8, SIZE)
+    if framework == "tensorflow":
+        images = pytest.importorskip("tensorflow").constant(images)
+    else:
+        images = pytest.importorskip("torch").from_numpy(images)
+    model = tiny_model()
+    model.fit(images, batch_size=4, epochs=2, verbose=0)
+    assert steps_of(model) == 4
+
+
 @pytest.mark.jax_only
 def test_a_torch_data_loader_of_uint8_images_trains():
     torch = pytest.importorskip("torch")

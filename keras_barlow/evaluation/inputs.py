@@ -115,26 +115,6 @@ def known_length(data, batch_size=256):
     return len(data) if hasattr(data, "__len__") else None
 
 
-def check_reiterable(data, name, purpose):
-    """Raise unless `data` can be read more than once (no one-shot iterator).
-
-    Args:
-        data: any input form.
-        name: the argument's name, for the message.
-        purpose: why it is read again, e.g. "at every epoch".
-
-    Raises:
-        ValueError: for an iterator such as a Python generator.
-    """
-    if hasattr(data, "__next__") and iter(data) is data:
-        raise ValueError(
-            f"`{name}` is read {purpose}, but it is a {type(data).__name__}, which "
-            "can be read only once. Pass arrays, a list of batches, a "
-            "keras.utils.PyDataset, a Grain dataset, a torch DataLoader or a "
-            "tf.data.Dataset instead."
-        )
-
-
 def model_inputs(batch):
     """What a model takes from a `Batch`: the images, or a full-resolution dict.
 

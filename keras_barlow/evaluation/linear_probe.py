@@ -39,8 +39,9 @@ def linear_probe(
             every epoch (a list, a `keras.utils.PyDataset`, a Grain dataset, a
             torch `DataLoader`; not a generator). See
             `keras_barlow.evaluation.inputs`. The paper uses batches of 256.
-        test_ds: the same for testing (read once: a generator will do), or
-            `None`.
+        test_ds: the same for testing, or `None`. A generator will do: it is
+            read once, for testing; other forms are read once more before
+            training, for their labels.
         num_classes: number of classes; by default the largest label plus one.
             Before training, the labels of `train_ds` (and of `test_ds` unless
             it is a generator) are read once to find it or to check that they

@@ -7,7 +7,6 @@ Data in any form of `keras_barlow.evaluation.inputs` go to Keras' `fit` and
 `evaluate` through `keras_data`.
 """
 
-import collections.abc
 import dataclasses
 import warnings
 
@@ -61,9 +60,8 @@ def classifier_for_encoder(
             "`encoder` must be a keras.Model mapping images to features. "
             f"Received: {type(encoder).__name__}"
         )
-    # Before any reading: the data is read at every epoch (and here once more
-    # without num_classes).
-    inputs_lib.check_reiterable(train_ds, "train_ds", "at every epoch")
+    # Before any reading: the data is read at every epoch, and once more here.
+    input_checks.check_reiterable(train_ds, "train_ds", "at every epoch")
     num_classes = checked_num_classes(num_classes, train_ds, test_ds, batch_size)
     test_transform = features_lib.resolve_preprocess(encoder, preprocess)
     if isinstance(train_augment, str) and train_augment != "auto":
@@ -183,7 +181,7 @@ def checked_num_classes(num_classes, train_ds, test_ds=None, batch_size=256):
             `num_classes` or more.
     """
     labels = [_labels_of(train_ds, "train_ds", batch_size)]
-    if test_ds is not None and not isinstance(test_ds, collections.abc.Iterator):
+    if test_ds is not None and not input_checks.is_one_shot(test_ds):
         labels.append(_labels_of(test_ds, "test_ds", batch_size))
     return features_lib.num_classes_of(num_classes, *labels)
 
