@@ -50,16 +50,40 @@ def _device(framework, kind, name, count):
     return {"framework": framework, "platform": kind, "device": name, "count": count}
 
 
+# The instruction sets that decide how fast a CPU runs low-precision matmuls:
+# without avx512_bf16 or amx_bf16, bfloat16 is converted in software.
+CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16")
+
+
 def cpu_model():
     """The CPU's model name, from /proc/cpuinfo where there is one."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_features(cpuinfo="/proc/cpuinfo"):
+    """Which of `CPU_FEATURES` the CPU has, or None if unknown."""
+    flags = _cpuinfo("flags", cpuinfo)
+    return None if flags is None else [f for f in CPU_FEATURES if f in flags.split()]
+
+
+def has_native_bfloat16():
+    """Whether the CPU computes bfloat16 products in hardware (None: unknown)."""
+    features = cpu_features()
+    return (
+        None if features is None else bool({"avx512_bf16", "amx_bf16"} & set(features))
+    )
+
+
+def _cpuinfo(field, path="/proc/cpuinfo"):
+    """The value of the first `field` line of the file `path`, or None."""
     try:
-        with open("/proc/cpuinfo") as cpuinfo:
+        with open(path) as cpuinfo:
             for line in cpuinfo:
-                if line.startswith("model name"):
+                if line.split(":", 1)[0].strip() == field:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
 
 
 def main(frameworks):

@@ -89,6 +89,7 @@ def machine_info():
     info = {
         "platform": platform.platform(),
         "cpu": devices.cpu_model(),
+        "cpu_features": devices.cpu_features(),
         "cpu_count": len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),

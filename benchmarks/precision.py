@@ -11,7 +11,9 @@ Two parts (`--parts`):
   pairs/s, and each setting's speed-up over float32 without XLA (TensorFlow) or
   with it (JAX), for both models: where the library's step gains less from a
   policy than the network alone, the difference is in augmentation, loss or
-  casts.
+  casts. On a CPU, `cpu_native_bfloat16` says whether it has bfloat16
+  instructions (avx512_bf16 or amx_bf16): without them bfloat16 is converted in
+  software, much slower, and the bfloat16 figures say nothing of the step.
 * `accuracy`: C (N x D correlated embeddings) and the loss at the backend's
   default float32 matmul precision (TF32 on Ampere and newer GPUs) and at full
   float32, against float64 NumPy. One `precision_accuracy` line.
@@ -26,6 +28,7 @@ Usage:
 import contextlib
 import sys
 
+import devices
 import harness
 import keras
 import numpy as np
@@ -115,6 +118,7 @@ def measure_speed(flags):
         "results": results,
         "baseline": baseline,
         "speedup_over_baseline": speedups,
+        "cpu_native_bfloat16": devices.has_native_bfloat16(),
     }
 
 

@@ -69,6 +69,20 @@ def test_run_process_stops_an_overrun_and_keeps_what_it_printed(benchmarks):
 
 
 @pytest.mark.core
+def test_cpu_features_are_read_from_cpuinfo(benchmarks, tmp_path):
+    devices = benchmarks("devices")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: Some CPU\n"
+        "flags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n"
+    )
+    assert devices.cpu_features(cpuinfo) == ["avx2", "avx512f", "avx512_bf16"]
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512_bf16x\n")  # no prefix match
+    assert devices.cpu_features(cpuinfo) == ["avx2"]
+    assert devices.cpu_features(tmp_path / "missing") is None
+
+
+@pytest.mark.core
 def test_run_sections_reserves_the_guaranteed_budget(benchmarks, capsys):
     harness = benchmarks("harness")
     prints = 'import json; print(json.dumps({"benchmark": "x", "value": 2}))'
