@@ -371,12 +371,11 @@ def check_settings(path, settings, may_change=()):
         for key, value in flat.items()
     }
     current = json.loads(json.dumps(current))  # tuples become lists, as stored
-    files = _files.file_system(path)
-    if not files.exists(path):
-        files.makedirs(os.path.dirname(path) or ".")
+    stored = stored_settings(path)
+    if stored is None:
+        _files.file_system(path).makedirs(os.path.dirname(path) or ".")
         _files.write_atomically(path, json.dumps(current, indent=2))
         return current
-    stored = stored_settings(path)
     changed = []
     for key in sorted((set(stored) | set(current)) - set(may_change)):
         old, new = stored.get(key), current.get(key)
