@@ -121,6 +121,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         directory: where the checkpoints are written, created if missing: a
             local path, or with TensorFlow installed any `tf.io.gfile` URL.
         max_to_keep: number of most recent checkpoints kept, at least 1.
+        verbose: 1 (default) to print which checkpoint was restored, or that
+            there was none; 0 for silence. `fit(verbose=0)` silences it too.
 
     Raises:
         ImportError: `directory` is a URL and TensorFlow is not installed.
@@ -134,11 +136,12 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, directory, max_to_keep=2):
+    def __init__(self, directory, max_to_keep=2, verbose=1):
         super().__init__()
         self.directory = os.fspath(directory)
         self._files = _files.file_system(self.directory)
         self.max_to_keep = checks.positive_int("max_to_keep", max_to_keep)
+        self.verbose = verbose
         self._restored_epoch = None
         self._first_epoch_of_fit = False
         self._batches_this_epoch = 0
@@ -149,7 +152,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         Builds the model and its optimizer first when needed. `model` must be
         compiled. A `BarlowTwins` also gets the augmentation seed it was
         trained with (a weight), without retracing its steps. The chief prints
-        which checkpoint it restored, or that `directory` holds none.
+        which checkpoint it restored, or that `directory` holds none (see
+        `verbose`).
 
         Args:
             model: the model to restore; defaults to the callback's model.
@@ -191,7 +195,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
                 continue
             self._restored_epoch = state["epoch"]
             if chief:
-                io_utils.print_msg(
+                self._say(
                     f"Restored {path}, the checkpoint after epoch "
                     f"{self._restored_epoch}."
                 )
@@ -203,11 +207,14 @@ class TrainingCheckpoint(keras.callbacks.Callback):
                 "directory. Errors: {}".format(self.directory, "; ".join(errors))
             )
         if chief:
-            io_utils.print_msg(
-                f"No checkpoint in {self.directory}: training starts at epoch 1."
-            )
+            self._say(f"No checkpoint in {self.directory} yet: nothing restored.")
         self._restored_epoch = 0
         return 0
+
+    def _say(self, message):
+        fit_is_silent = self.params is not None and self.params.get("verbose") == 0
+        if self.verbose and not fit_is_silent:
+            io_utils.print_msg(message)
 
     def check_epochs(self, epochs, name="epochs"):
         """Refuse to train to `epochs` when more epochs are already completed here.

@@ -66,8 +66,6 @@ def prepared(
     check = _checker(shards, smallest, host_checks)
     if isinstance(x, keras.utils.PyDataset):
         return _CheckedPyDataset(x, check)
-    if _is_grain_dataset(x):
-        return _splitting_grain_batches(x, shards, smallest).map(check)
     if hasattr(x, "__iter__") and not isinstance(x, DataAdapter):
         return _IterableAdapter(x, check, shards, smallest)
     return x
@@ -166,11 +164,6 @@ def _is_keras_arrays(x):
     return array_data.is_arrays(x)
 
 
-def _is_grain_dataset(x):
-    grain = sys.modules.get("grain")
-    return grain is not None and isinstance(x, (grain.MapDataset, grain.IterDataset))
-
-
 def _arrays_in_splitting_batches(arrays, batch_size, shuffle, seed, shards):
     """Arrays as they are, or batched here when a last batch would not split.
 
@@ -195,16 +188,6 @@ def _arrays_in_splitting_batches(arrays, batch_size, shuffle, seed, shards):
         np.random.default_rng(seed) if shuffle else None,
         drop_remainder=True,
     )
-
-
-def _splitting_grain_batches(dataset, shards, smallest):
-    """A Grain dataset without the batches that do not split (warns at the first)."""
-    if shards == 1:
-        return dataset
-    grain = sys.modules["grain"]
-    if isinstance(dataset, grain.MapDataset):
-        dataset = dataset.to_iter_dataset()
-    return dataset.filter(_SplitsEvenly(shards, smallest))
 
 
 class _SplitsEvenly:
@@ -253,9 +236,11 @@ class _CheckedPyDataset(keras.utils.PyDataset):
 class _IterableAdapter(DataAdapter):
     """A Keras data adapter over any re-iterable of batches (JAX backend).
 
-    Each epoch iterates the iterable again (a torch `DataLoader`, a list); a
-    generator is read once. Batches that do not split are skipped with a
-    warning, the others pass `check` on the host and reach the step as NumPy.
+    Each epoch iterates the iterable again (a Grain dataset, a torch
+    `DataLoader`, a list); a generator is read once. Batches that do not split
+    are skipped with a warning, the others pass `check` on the host and reach
+    the step as NumPy. Data without a single batch that splits is refused
+    with a `ValueError` that says which of the two it was: empty, or skipped.
     """
 
     def __init__(self, iterable, check, shards, smallest):
@@ -263,6 +248,7 @@ class _IterableAdapter(DataAdapter):
         self.check = check
         self.shards = shards
         self.splits_evenly = _SplitsEvenly(shards, smallest)
+        self.has_yielded = False
 
     def _batches(self):
         for batch in self.iterable:
@@ -270,8 +256,16 @@ class _IterableAdapter(DataAdapter):
             if not self.splits_evenly(batch):
                 continue
             batch = keras.tree.map_structure(np.asarray, self.check(batch))
+            self.has_yielded = True
             # Keras reads a tuple as (x, y); torch's default collate makes lists.
             yield tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+        if not self.has_yielded:
+            # Keras' JAX trainer fails obscurely on an epoch without a batch.
+            raise ValueError(
+                input_checks.NO_SPLITTABLE_BATCH_MESSAGE
+                if self.splits_evenly.warned
+                else input_checks.EMPTY_DATA_MESSAGE
+            )
 
     def get_numpy_iterator(self):
         return self._batches()

@@ -161,15 +161,19 @@ def test_restore_says_what_it_restored_or_that_there_is_nothing(
 ):
     directory, _ = two_epoch_run
     fresh = tmp_path / "fresh"
-    fit(make_model(), views(1), epochs=1, callbacks=[TrainingCheckpoint(fresh)])
-    assert capsys.readouterr().out == (  # once, at the start of fit
-        f"No checkpoint in {fresh}: training starts at epoch 1.\n"
+    assert TrainingCheckpoint(fresh).restore(make_model()) == 0
+    assert (
+        capsys.readouterr().out == f"No checkpoint in {fresh} yet: nothing restored.\n"
     )
     assert TrainingCheckpoint(directory).restore(make_model()) == 2
     newest = directory / "epoch-000002"
     assert capsys.readouterr().out == (
         f"Restored {newest}, the checkpoint after epoch 2.\n"
     )
+    # Silent when asked, by the callback or by `fit(verbose=0)`.
+    assert TrainingCheckpoint(directory, verbose=0).restore(make_model()) == 2
+    fit(make_model(), views(1), epochs=1, callbacks=[TrainingCheckpoint(fresh)])
+    assert capsys.readouterr().out == ""
 
 
 def test_damaged_newest_checkpoint_falls_back_to_the_previous(two_epoch_run, tmp_path):

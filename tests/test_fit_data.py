@@ -241,6 +241,21 @@ def test_a_short_last_generator_batch_on_two_devices_is_skipped(two_devices):
 
 
 @pytest.mark.jax_only
+@pytest.mark.parametrize("form", ["generator", "grain"])
+def test_data_whose_every_batch_is_skipped_says_so(two_devices, form):
+    source = [uint8_images(3, SIZE, seed=seed) for seed in range(2)]
+    if form == "grain":
+        data = pytest.importorskip("grain").MapDataset.source(source)
+    else:
+        data = iter(source)
+    model = tiny_model()
+    with pytest.warns(UserWarning, match="A batch of 3"):
+        with pytest.raises(ValueError, match="every batch was skipped"):
+            model.fit(data, verbose=0)
+    assert steps_of(model) == 0
+
+
+@pytest.mark.jax_only
 @pytest.mark.parametrize("batch_size", [3, 5])
 def test_a_batch_size_that_does_not_split_over_devices_is_refused(
     two_devices, batch_size
