@@ -155,19 +155,33 @@ def batch_size_of(data):
 
 
 def validate_images(images):
-    """Check that `images` is a `(B, H, W, 3)` batch of uint8 or float pixels.
+    """`images` as a tensor, checked by `check_image_format`.
 
     Args:
         images: a tensor or array.
 
     Returns:
         `images` as a tensor.
+    """
+    if not hasattr(images, "dtype"):
+        images = ops.convert_to_tensor(images)
+    check_image_format(images)
+    return ops.convert_to_tensor(images)
+
+
+def check_image_format(images):
+    """Check that `images` is a `(B, H, W, 3)` batch of uint8 or float pixels.
+
+    Reads the shape and dtype only: the host check of every batch on JAX, before
+    the conversion to the device's types (int64 would become int32) hides them.
+
+    Args:
+        images: a tensor or array.
 
     Raises:
         ValueError: with what was received and what to do, on a wrong rank, a
             channel count other than 3 or a non-numeric dtype.
     """
-    images = ops.convert_to_tensor(images)
     shape = tuple(images.shape)
     if len(shape) != 4:
         raise ValueError(
@@ -187,7 +201,6 @@ def validate_images(images):
             "Expected uint8 images or float images in [0, 255]. "
             f"Received: dtype {dtype}. Cast them to uint8 first."
         )
-    return images
 
 
 def concrete(value):

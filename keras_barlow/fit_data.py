@@ -85,10 +85,12 @@ def shuffled_by_keras(x):
 def check_on_host(batch):
     """Raise unless a batch (NumPy or any array type) follows the rules.
 
-    The pixel rule (`input_checks.check_pixel_range`) and, for a
-    full-resolution batch, the image sizes (`batches.check_image_sizes`).
+    The images' shape and dtype (`batches.check_image_format`), the pixel rule
+    (`input_checks.check_pixel_range`) and, for a full-resolution batch, the
+    image sizes (`batches.check_image_sizes`).
     """
     images, image_sizes, _ = batches.unpack(batch)
+    batches.check_image_format(images)
     input_checks.check_pixel_range(images)
     if image_sizes is not None:
         batches.check_image_sizes(image_sizes, tuple(images.shape))

@@ -1,4 +1,4 @@
-"""A tiny, deterministic Barlow Twins run with checkpoints, for test_checkpoints.py.
+"""A tiny, deterministic Barlow Twins run with checkpoints, for test_resume.py.
 
 Usage: python _resume_worker.py MODEL_DIR RESULT_NPZ [--pause-at EPOCH BATCH MARKER]
 

@@ -414,6 +414,20 @@ def read_weights(path):
     return arrays
 
 
+def complete_checkpoints(directory):
+    """The sorted names of the complete `epoch-*` checkpoints in `directory`.
+
+    Complete: its `checkpoint.json`, the last file of a checkpoint, exists.
+    """
+    from pathlib import Path
+
+    return sorted(
+        path.name
+        for path in Path(directory).glob("epoch-*")
+        if (path / "checkpoint.json").exists()
+    )
+
+
 @pytest.fixture(scope="module")
 def example_archive(tmp_path_factory):
     """A .tar.gz of 3 class folders of 16 random 16x16 JPEGs, for the example."""

@@ -1,23 +1,22 @@
-"""Checkpoints, resumption after a crash or SIGKILL, interrupted writes, NaNs.
+"""TrainingCheckpoint: saving and restoring, interrupted writes, NaNs, file systems.
 
 Backend-neutral (`core`): these tests run on TensorFlow, on JAX, and on JAX
-without TensorFlow installed (the test of a URL then skips).
+without TensorFlow installed (the test of a URL then skips). A run resumed after
+a real SIGKILL, and the settings guard of a resumed run: test_resume.py.
 """
 
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_encoder, to_numpy
+from conftest import complete_checkpoints, tiny_encoder, to_numpy
 
 from keras_barlow import checkpoints
 from keras_barlow.callbacks import NaNGuard
@@ -27,7 +26,6 @@ from keras_barlow.optimizers import LARS
 
 pytestmark = pytest.mark.core
 
-WORKER = Path(__file__).with_name("_resume_worker.py")
 SIZE, BATCH, STEPS = 8, 4, 3
 
 
@@ -84,14 +82,6 @@ def assert_same_state(got, expected):
     assert len(got) == len(expected)
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_array_equal(a, b)
-
-
-def complete_checkpoints(directory):
-    return sorted(
-        path.name
-        for path in Path(directory).glob("epoch-*")
-        if (path / "checkpoint.json").exists()
-    )
 
 
 @pytest.fixture(scope="module")
@@ -342,6 +332,28 @@ def test_fit_one_epoch_at_a_time_continues_from_the_checkpoint(two_epoch_run, tm
     assert complete_checkpoints(tmp_path)[-2:] == ["epoch-000003", "epoch-000004"]
 
 
+def test_check_epochs_refuses_fewer_than_completed(two_epoch_run):
+    directory, _ = two_epoch_run
+    checkpoint = TrainingCheckpoint(directory)
+    checkpoint.check_epochs(2)
+    checkpoint.check_epochs(5)
+    with pytest.raises(ValueError, match=r"--epochs=1 is fewer than the 2 epochs"):
+        checkpoint.check_epochs(1, name="--epochs")
+    TrainingCheckpoint(directory.parent / "missing").check_epochs(1)
+
+
+def test_keras_still_starts_fit_from_the_private_initial_epoch():
+    # TrainingCheckpoint sets `model._initial_epoch` in on_train_begin, as Keras'
+    # BackupAndRestore does (keras-team/keras#19179); this fails if Keras stops
+    # reading it.
+    class StartAtTwo(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.model._initial_epoch = 2
+
+    history = fit(make_model(), views(4), epochs=4, callbacks=[StartAtTwo()])
+    assert history.epoch == [2, 3]
+
+
 def test_max_to_keep_is_validated():
     with pytest.raises(ValueError, match="Received: max_to_keep=0"):
         TrainingCheckpoint("unused", max_to_keep=0)
@@ -412,162 +424,3 @@ def test_local_checkpoints_need_no_tensorflow(tmp_path):
     # The blocked entry only (after what `restore` printed).
     assert result.stdout.strip().splitlines()[-1] == "['tensorflow']"
     assert complete_checkpoints(tmp_path / "run") == ["epoch-000001", "epoch-000002"]
-
-
-# ----------------------------------------------------------------------------------
-# A real SIGKILL in the middle of an epoch (see _resume_worker.py), on the backend
-# of the tests. The resumed run must END BIT FOR BIT where the uninterrupted one
-# ends (weights, seed generators, optimizer state, the losses of epochs 2 and 3):
-# it restarts from the same float32 values and runs the same deterministic steps
-# (TensorFlow with op determinism; XLA on the CPU is deterministic as it is).
-
-
-def start_worker(model_dir, result, log, *extra):
-    # The child keeps its own copy of the log's file descriptor.
-    with open(log, "w") as stderr:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                str(WORKER),
-                str(model_dir),
-                str(result),
-                *map(str, extra),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-
-
-def wait_for(path, process, log, timeout=240):
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if process.poll() is not None:
-            pytest.fail(f"worker exited early:\n{Path(log).read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail("worker did not reach the pause point")
-        time.sleep(0.2)
-
-
-def finish(process, log, timeout=240):
-    if process.wait(timeout=timeout) != 0:
-        pytest.fail(f"worker failed:\n{Path(log).read_text()[-3000:]}")
-
-
-@pytest.mark.slow
-def test_sigkill_mid_epoch_then_restart_ends_like_uninterrupted_run(tmp_path):
-    marker = tmp_path / "paused"
-    processes = []
-    try:
-        # The uninterrupted reference runs alongside the run that gets killed.
-        reference = start_worker(
-            tmp_path / "reference",
-            tmp_path / "reference.npz",
-            tmp_path / "reference.log",
-        )
-        victim = start_worker(
-            tmp_path / "run",
-            tmp_path / "unused.npz",
-            tmp_path / "victim.log",
-            "--pause-at",
-            1,
-            2,
-            marker,
-        )
-        processes += [reference, victim]
-        wait_for(marker, victim, tmp_path / "victim.log")  # epoch 2, after batch 3
-        victim.send_signal(signal.SIGKILL)
-        assert victim.wait(timeout=30) == -signal.SIGKILL
-        assert complete_checkpoints(tmp_path / "run") == ["epoch-000001"]
-
-        resumed = start_worker(
-            tmp_path / "run", tmp_path / "resumed.npz", tmp_path / "resumed.log"
-        )
-        processes.append(resumed)
-        finish(reference, tmp_path / "reference.log")
-        finish(resumed, tmp_path / "resumed.log")
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-
-    expected = np.load(tmp_path / "reference.npz")
-    got = np.load(tmp_path / "resumed.npz")
-    assert int(expected["initial_epoch"]) == 0 and int(got["initial_epoch"]) == 1
-    # The resumed run trained epochs 2 and 3 only.
-    assert set(got.files) == set(expected.files) - {"loss_epoch_0"}
-    for name in set(got.files) - {"initial_epoch"}:
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
-    assert complete_checkpoints(tmp_path / "run") == ["epoch-000002", "epoch-000003"]
-
-
-# ----------------------------------------------------------------------------------
-# The settings guard of a resumed run.
-
-
-def test_settings_are_stored_then_may_change_only_where_allowed(tmp_path):
-    path = str(tmp_path / "run" / "settings.json")
-    settings = {"seed": 0, "recipe": {"epochs": 10, "projector_dims": (16, 16)}}
-    stored = checkpoints.check_settings(path, settings)  # a new run: stored
-    assert json.loads(Path(path).read_text()) == stored
-    assert stored["recipe.projector_dims"] == [16, 16]
-    longer = {"seed": 0, "recipe": {"epochs": 20, "projector_dims": [16, 16]}}
-    assert checkpoints.stored_settings(str(tmp_path / "none.json")) is None
-    stored = checkpoints.check_settings(path, longer, may_change=("recipe.epochs",))
-    assert stored["recipe.epochs"] == 20  # the run is longer from now on
-    assert checkpoints.stored_settings(path) == stored
-    with pytest.raises(ValueError, match=r"recipe\.epochs: 20 -> 10"):
-        checkpoints.check_settings(path, settings)
-    with pytest.raises(
-        ValueError, match=r"other settings \(seed: 0 -> 1\).*another directory"
-    ):
-        checkpoints.check_settings(path, {**longer, "seed": 1})
-    with pytest.raises(ValueError, match=r"extra: None -> 1"):
-        checkpoints.check_settings(path, {**longer, "extra": 1})
-
-
-def test_path_settings_compare_resolved(tmp_path, monkeypatch):
-    data = tmp_path / "data.tar.gz"
-    data.write_bytes(b"")
-    (tmp_path / "link.tar.gz").symlink_to(data)
-    (tmp_path / "sub").mkdir()
-    path = str(tmp_path / "settings.json")
-    checkpoints.check_settings(path, {"data": data})
-    assert json.loads(Path(path).read_text())["data"] == str(data.resolve())
-    monkeypatch.chdir(tmp_path / "sub")
-    for same in (
-        Path("../data.tar.gz"),
-        Path("../link.tar.gz"),
-        Path("./../data.tar.gz"),
-    ):
-        checkpoints.check_settings(path, {"data": same})
-    with pytest.raises(ValueError, match=r"data: .*data\.tar\.gz' -> .*other\.tar"):
-        checkpoints.check_settings(path, {"data": Path("../other.tar")})
-    # A store that holds the path as typed (not resolved) still compares resolved.
-    Path(path).write_text(json.dumps({"data": "../data.tar.gz"}))
-    checkpoints.check_settings(path, {"data": data})
-    # A text (not a path) is compared as text.
-    with pytest.raises(ValueError, match="data"):
-        checkpoints.check_settings(path, {"data": str(data)})
-
-
-def test_check_epochs_refuses_fewer_than_completed(two_epoch_run):
-    directory, _ = two_epoch_run
-    checkpoint = TrainingCheckpoint(directory)
-    checkpoint.check_epochs(2)
-    checkpoint.check_epochs(5)
-    with pytest.raises(ValueError, match=r"--epochs=1 is fewer than the 2 epochs"):
-        checkpoint.check_epochs(1, name="--epochs")
-    TrainingCheckpoint(directory.parent / "missing").check_epochs(1)
-
-
-def test_keras_still_starts_fit_from_the_private_initial_epoch():
-    # TrainingCheckpoint sets `model._initial_epoch` in on_train_begin, as Keras'
-    # BackupAndRestore does (keras-team/keras#19179); this fails if Keras stops
-    # reading it.
-    class StartAtTwo(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.model._initial_epoch = 2
-
-    history = fit(make_model(), views(4), epochs=4, callbacks=[StartAtTwo()])
-    assert history.epoch == [2, 3]

@@ -70,6 +70,16 @@ def test_dict_batches_of_floats_scaled_to_0_1_are_refused():
         np.testing.assert_array_equal(weight, start)
 
 
+def test_integer_images_other_than_uint8_are_refused_naming_their_dtype():
+    model = tiny_model()
+    initial = weights_of(model)
+    images = uint8_images(8, SIZE).astype(np.int64)
+    with pytest.raises(ValueError, match="Received: dtype int64. Cast them to uint8"):
+        model.fit(images, batch_size=4, verbose=0)
+    for weight, start in zip(weights_of(model), initial, strict=True):
+        np.testing.assert_array_equal(weight, start)
+
+
 @pytest.mark.parametrize("bad_size", [(0, 0), (-3, 5), (17, 4)])
 def test_hand_made_image_sizes_outside_the_canvas_are_refused(bad_size):
     batch = canvases(8)

@@ -1,7 +1,7 @@
 """Bad training data gives a clear error before any weight changes.
 
 A global batch that does not split across replicas is tested in
-test_distributed.py; corrupt image files in test_data.py.
+test_distributed.py; corrupt image files in test_data_folders.py.
 """
 
 import numpy as np

@@ -226,12 +226,23 @@ def features_and_labels(features, labels, name):
             f"`{name}_labels` must have one label per feature vector. Received: "
             f"{len(labels)} labels for {len(features)} features."
         )
+    return features, class_labels(labels, f"`{name}_labels`")
+
+
+def class_labels(labels, what):
+    """`labels` as int64 `(N,)`, checked to be class indices: integers >= 0.
+
+    Args:
+        labels: `(N,)` array of any dtype, N >= 1.
+        what: what the labels are, for the message, e.g. "`train_labels`".
+    """
+    labels = np.asarray(labels).reshape(-1)
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
         raise ValueError(
-            f"`{name}_labels` must be non-negative integers. "
-            f"Received: dtype {labels.dtype}, minimum {labels.min()}"
+            f"{what} must be class indices: integers from 0. "
+            f"Received: dtype {labels.dtype}, minimum {labels.min()}."
         )
-    return features, labels.astype(np.int64)
+    return labels.astype(np.int64)
 
 
 def features_array(features, name):

@@ -177,8 +177,8 @@ def checked_num_classes(num_classes, train_ds, test_ds=None, batch_size=256):
         int, the number of classes.
 
     Raises:
-        ValueError: on a batch without labels, empty data, or a label of
-            `num_classes` or more.
+        ValueError: on a batch without labels, empty data, a label that is
+            negative or not an integer, or one of `num_classes` or more.
     """
     labels = [_labels_of(train_ds, "train_ds", batch_size)]
     if test_ds is not None and not input_checks.is_one_shot(test_ds):
@@ -200,4 +200,4 @@ def _labels_of(data, name, batch_size):
     labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
     if not labels.size:
         raise ValueError(f"`{name}` is empty: it has no labelled sample.")
-    return labels
+    return features_lib.class_labels(labels, f"The labels of `{name}`")

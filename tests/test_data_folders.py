@@ -1,8 +1,9 @@
-"""Tests of keras_barlow.data against references built in the tests.
+"""Tests of keras_barlow.data on image folders and on archives of them.
 
 The image folder is written here from NumPy arrays (PNG is lossless, so decoded
-pixels must equal the arrays); archives are made with `tarfile`; TFDS runs on
-`tfds.testing.mock_data` and is compared with a plain `tfds.load`.
+pixels must equal the arrays); archives are made with `tarfile`; the shared
+CIFAR-10 archive is compared with Pillow's decoding. Also: corrupt files, the
+metadata of `with_info` and the errors of a bad folder or option.
 """
 
 import collections
@@ -10,16 +11,16 @@ import io
 import os
 import pathlib
 import tarfile
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from _data_helpers import collect_batches, png_bytes
 from conftest import logged_warnings
 from PIL import Image
 
 from keras_barlow import data
-from keras_barlow.data import folders, integrity, tfds_loader
+from keras_barlow.data import folders, integrity
 
 SHARED_ARCHIVE = (
     pathlib.Path(__file__).resolve().parents[2]
@@ -43,10 +44,6 @@ CIFAR10_CLASSES = [
 
 # ----------------------------------------------------------------------------------
 # Helpers and fixtures.
-
-
-def _png(array):
-    return tf.io.encode_png(array).numpy()
 
 
 def _jpeg(array):
@@ -87,34 +84,27 @@ def image_folder(tmp_path):
 
     for index in range(3):
         rgb = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        add(f"cat/{index}.png", _png(rgb), rgb)
+        add(f"cat/{index}.png", png_bytes(rgb), rgb)
     gray = rng.integers(0, 256, (8, 8, 1), dtype=np.uint8)
-    add("cat/gray.png", _png(gray), np.repeat(gray, 3, axis=-1))
+    add("cat/gray.png", png_bytes(gray), np.repeat(gray, 3, axis=-1))
     for index in range(2):
         rgb = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        add(f"dog/{index}.png", _png(rgb), rgb)
+        add(f"dog/{index}.png", png_bytes(rgb), rgb)
     rgba = rng.integers(0, 256, (8, 8, 4), dtype=np.uint8)
-    add("dog/alpha.png", _png(rgba), rgba[..., :3])
+    add("dog/alpha.png", png_bytes(rgba), rgba[..., :3])
     add("dog/photo.JPG", _jpeg(_smooth(8, 8)), _smooth(8, 8), tolerance=4.0)
     large = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    add("emu/large.png", _png(large), _block_mean(large, 2), tolerance=0.501)
+    add("emu/large.png", png_bytes(large), _block_mean(large, 2), tolerance=0.501)
     add("emu/wide.jpeg", _jpeg(_smooth(16, 24)), None)  # size only
     nested = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    add("emu/extra/nested.png", _png(nested), nested)
+    add("emu/extra/nested.png", png_bytes(nested), nested)
     # Ignored: non-image files, hidden files and folders.
     (root / "README.txt").write_text("not a class")
     (root / "cat" / "notes.txt").write_text("not an image")
     (root / "cat" / ".DS_Store").write_bytes(b"\x00\x01")
     (root / ".hidden").mkdir()
-    (root / ".hidden" / "x.png").write_bytes(_png(nested))
+    (root / ".hidden" / "x.png").write_bytes(png_bytes(nested))
     return root, expected
-
-
-def _collect(dataset):
-    batches = list(dataset.as_numpy_iterator())
-    if isinstance(batches[0], tuple):
-        return tuple(np.concatenate(part) for part in zip(*batches, strict=True))
-    return np.concatenate(batches)
 
 
 def _make_archive(archive, folder, arcname):
@@ -147,7 +137,7 @@ def test_folder_pixels_labels_and_conversions(image_folder):
         interpolation="area",
         with_info=True,
     )
-    images, labels = _collect(dataset)
+    images, labels = collect_batches(dataset)
 
     assert info.class_names == ["cat", "dog", "emu"]
     assert sorted(info.file_paths) == sorted(expected)
@@ -171,26 +161,26 @@ def test_folder_pixels_labels_and_conversions(image_folder):
 def test_folder_keeps_first_image_size_and_resizes_the_others(image_folder):
     root, _ = image_folder
     dataset = data.from_image_folder(root, batch_size=3, training=False)
-    images, _ = _collect(dataset)
+    images, _ = collect_batches(dataset)
     assert images.shape[1:] == (8, 8, 3)  # cat/0.png comes first
 
     crop = data.from_image_folder(
         root, image_size=(4, 6), batch_size=3, training=False, crop_to_aspect_ratio=True
     )
-    assert _collect(crop)[0].shape[1:] == (4, 6, 3)
+    assert collect_batches(crop)[0].shape[1:] == (4, 6, 3)
 
 
 def test_folder_training_shuffles_with_seed_and_drops_remainder(image_folder):
     root, expected = image_folder
     first = data.from_image_folder(root, image_size=8, batch_size=4, seed=3)
     second = data.from_image_folder(root, image_size=8, batch_size=4, seed=3)
-    reference, _ = _collect(
+    reference, _ = collect_batches(
         data.from_image_folder(root, image_size=8, batch_size=4, training=False)
     )
-    epoch1, epoch2 = _collect(first)[0], _collect(first)[0]
+    epoch1, epoch2 = collect_batches(first)[0], collect_batches(first)[0]
 
     assert len(epoch1) == len(expected) // 4 * 4  # 11 images -> 2 full batches
-    np.testing.assert_array_equal(epoch1, _collect(second)[0])
+    np.testing.assert_array_equal(epoch1, collect_batches(second)[0])
     assert not np.array_equal(epoch1, epoch2), "each epoch must reshuffle"
     reference_rows = {row.tobytes() for row in reference}
     assert {row.tobytes() for row in epoch1} <= reference_rows
@@ -201,34 +191,30 @@ def test_folder_unlabeled_finds_images_recursively(image_folder):
     dataset, info = data.from_image_folder(
         root, image_size=8, labels=None, batch_size=5, training=False, with_info=True
     )
-    images = _collect(dataset)
+    images = collect_batches(dataset)
     assert info.class_names is None
     assert images.shape == (len(expected), 8, 8, 3)
 
 
-def test_folder_subsets_are_disjoint_stratified_and_limited(tmp_path):
-    counts = {"a": 12, "b": 8, "c": 4}
-    for name, count in counts.items():
-        (tmp_path / name).mkdir()
-        for index in range(count):
-            (tmp_path / name / f"{index:02d}.png").write_bytes(
-                _png(np.full((4, 4, 3), index, np.uint8))
-            )
-    kwargs = dict(val_fraction=0.25, seed=5, batch_size=2, with_info=True)
-    _, train_info = data.from_image_folder(tmp_path, subset="training", **kwargs)
-    val, val_info = data.from_image_folder(tmp_path, subset="validation", **kwargs)
-
-    assert not set(train_info.file_paths) & set(val_info.file_paths)
-    assert len(train_info.file_paths) + len(val_info.file_paths) == sum(counts.values())
-    _, val_labels = _collect(val)  # evaluation mode: nothing dropped, in order
-    np.testing.assert_array_equal(np.bincount(val_labels), [3, 2, 1])
-
-    limited, limited_info = data.from_image_folder(
-        tmp_path, subset="training", limit_images=7, training=False, **kwargs
+def test_with_info_returns_metadata_that_survives_map(image_folder):
+    root, expected = image_folder
+    dataset, info = data.from_image_folder(
+        root, image_size=8, batch_size=4, with_info=True
     )
-    _, limited_labels = _collect(limited)
-    np.testing.assert_array_equal(np.bincount(limited_labels), [3, 2, 2])
-    assert set(limited_info.file_paths) <= set(train_info.file_paths)
+    mapped = dataset.map(lambda images, labels: (images, labels + 1))
+    assert info.class_names == ["cat", "dog", "emu"]
+    assert info.num_images == len(expected)
+    assert info.steps_per_epoch == len(expected) // 4
+    assert info.image_size == (8, 8)
+    assert sorted(info.file_paths) == sorted(expected)
+    assert len(list(mapped)) == info.steps_per_epoch
+
+    images = np.zeros((10, 3, 5), np.uint8)
+    _, array_info = data.from_numpy(
+        images, batch_size=4, training=False, with_info=True
+    )
+    assert (array_info.num_images, array_info.steps_per_epoch) == (10, None)
+    assert array_info.image_size == (3, 5) and array_info.class_names is None
 
 
 # ----------------------------------------------------------------------------------
@@ -246,7 +232,9 @@ def test_archive_matches_folder_and_is_extracted_once(
     from_folder = data.from_image_folder(root, **kwargs)
 
     assert data.class_names(archive, cache_dir=cache) == data.class_names(root)
-    for got, want in zip(_collect(from_archive), _collect(from_folder), strict=True):
+    for got, want in zip(
+        collect_batches(from_archive), collect_batches(from_folder), strict=True
+    ):
         np.testing.assert_array_equal(got, want)
     assert len(_extracted_dirs(cache)) == 1  # no staging folder left behind
 
@@ -264,7 +252,7 @@ def test_archive_with_path_traversal_is_refused(tmp_path, relative):
     name = "../escaped.png" if relative else str(escaped)
     archive = tmp_path / "evil.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        _add_member(tar, "good/1.png", _png(np.zeros((2, 2, 3), np.uint8)))
+        _add_member(tar, "good/1.png", png_bytes(np.zeros((2, 2, 3), np.uint8)))
         _add_member(tar, name, b"x")
 
     with pytest.raises(ValueError, match="would be written outside"):
@@ -277,9 +265,9 @@ def test_archive_links_and_devices_are_not_written(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     archive = tmp_path / "links.tar.gz"
     outside = tmp_path / "secret.png"
-    outside.write_bytes(_png(np.zeros((2, 2, 3), np.uint8)))
+    outside.write_bytes(png_bytes(np.zeros((2, 2, 3), np.uint8)))
     with tarfile.open(archive, "w:gz") as tar:
-        _add_member(tar, "good/1.png", _png(np.zeros((2, 2, 3), np.uint8)))
+        _add_member(tar, "good/1.png", png_bytes(np.zeros((2, 2, 3), np.uint8)))
         for name, kind, target in (
             ("good/outside.png", tarfile.SYMTYPE, str(outside)),
             ("good/climb.png", tarfile.SYMTYPE, "../../secret.png"),
@@ -332,7 +320,7 @@ def folder_with_corrupt_files(tmp_path):
         (tmp_path / name).mkdir()
         for index in range(3):
             path = tmp_path / name / f"{index}.png"
-            path.write_bytes(_png(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)))
+            path.write_bytes(png_bytes(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)))
             good[str(path)] = name
     jpeg = _jpeg(_smooth(4, 4))
     # Decodable although the end marker is not in the last 4 KiB: must be kept.
@@ -342,7 +330,9 @@ def folder_with_corrupt_files(tmp_path):
         tmp_path / "a" / "text.jpg": b"hello, not an image",
         tmp_path / "a" / "empty.png": b"",
         tmp_path / "b" / "truncated.jpg": jpeg[:-2],
-        tmp_path / "b" / "truncated.png": _png(np.zeros((4, 4, 3), np.uint8))[:-12],
+        tmp_path / "b" / "truncated.png": png_bytes(np.zeros((4, 4, 3), np.uint8))[
+            :-12
+        ],
     }
     for path, contents in corrupt.items():
         path.write_bytes(contents)
@@ -383,7 +373,7 @@ def test_corrupt_files_skipped_with_a_warning(folder_with_corrupt_files, monkeyp
         on_corrupt="skip",
         with_info=True,
     )
-    images, labels = _collect(dataset)  # reads every file: no decode error
+    images, labels = collect_batches(dataset)  # reads every file: no decode error
 
     assert sorted(info.file_paths) == sorted(good)
     assert len(images) == len(good)
@@ -394,151 +384,6 @@ def test_corrupt_files_skipped_with_a_warning(folder_with_corrupt_files, monkeyp
     assert all(path in warnings[0] for path in corrupt)
 
 
-# ----------------------------------------------------------------------------------
-# NumPy arrays.
-
-
-def test_from_numpy_order_labels_and_gray():
-    images = np.arange(10, dtype=np.uint8)[:, None, None] * np.ones((1, 3, 3), np.uint8)
-    labels = (np.arange(10) % 3)[:, None]
-    dataset = data.from_numpy(images, labels, batch_size=4, training=False)
-    got_images, got_labels = _collect(dataset)
-
-    np.testing.assert_array_equal(got_images, np.repeat(images[..., None], 3, axis=-1))
-    np.testing.assert_array_equal(got_labels, labels[:, 0])
-    assert got_labels.dtype == np.int32
-
-
-def test_from_numpy_training_shuffles_each_epoch_and_drops_remainder():
-    images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones(
-        (1, 2, 2, 3), np.uint8
-    )
-    dataset = data.from_numpy(images, batch_size=4, seed=7)
-    epoch1, epoch2 = _collect(dataset)[:, 0, 0, 0], _collect(dataset)[:, 0, 0, 0]
-    replay = _collect(data.from_numpy(images, batch_size=4, seed=7))[:, 0, 0, 0]
-
-    assert len(epoch1) == 8 and len(set(epoch1)) == 8
-    np.testing.assert_array_equal(epoch1, replay)
-    assert not np.array_equal(epoch1, epoch2)
-
-
-def test_with_info_returns_metadata_that_survives_map(image_folder):
-    root, expected = image_folder
-    dataset, info = data.from_image_folder(
-        root, image_size=8, batch_size=4, with_info=True
-    )
-    mapped = dataset.map(lambda images, labels: (images, labels + 1))
-    assert info.class_names == ["cat", "dog", "emu"]
-    assert info.num_images == len(expected)
-    assert info.steps_per_epoch == len(expected) // 4
-    assert info.image_size == (8, 8)
-    assert sorted(info.file_paths) == sorted(expected)
-    assert len(list(mapped)) == info.steps_per_epoch
-
-    images = np.zeros((10, 3, 5), np.uint8)
-    _, array_info = data.from_numpy(
-        images, batch_size=4, training=False, with_info=True
-    )
-    assert (array_info.num_images, array_info.steps_per_epoch) == (10, None)
-    assert array_info.image_size == (3, 5) and array_info.class_names is None
-
-
-def test_loaders_share_one_set_of_options():
-    images = np.zeros((8, 2, 2, 3), np.uint8)
-    with pytest.raises(TypeError, match="unexpected keyword argument 'batchsize'"):
-        data.from_numpy(images, batchsize=4)
-    with pytest.raises(ValueError, match="`interpolation` must be one of"):
-        data.Options(interpolation="cubic")
-    options = data.Options(subset="validation", val_count=2, seed=5)
-    assert (options.training, options.shuffle, options.split_seed) == (False, False, 5)
-    assert data.Options(image_size=4).image_size == (4, 4)
-
-
-def _epoch_batches(dataset, steps_per_epoch):
-    """Image batches of a dataset keyed by epoch, grouped by epoch: [epoch][batch]."""
-    batches = [
-        element[0] if isinstance(element, tuple) else element
-        for element in dataset.as_numpy_iterator()
-    ]
-    return [
-        batches[start : start + steps_per_epoch]
-        for start in range(0, len(batches), steps_per_epoch)
-    ]
-
-
-@pytest.mark.parametrize("source", ["numpy", "folder"])
-def test_epochs_keyed_by_number_resume_in_the_uninterrupted_order(source, tmp_path):
-    """A dataset rebuilt with initial_epoch=k yields what an unbroken run yields."""
-    images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones(
-        (1, 2, 2, 3), np.uint8
-    )
-    if source == "folder":
-        for index, image in enumerate(images):
-            (tmp_path / f"class{index % 2}").mkdir(exist_ok=True)
-            (tmp_path / f"class{index % 2}" / f"{index}.png").write_bytes(_png(image))
-
-    def build(**kwargs):
-        kwargs = {"batch_size": 3, "seed": 7, "epochs": 4, **kwargs}
-        if source == "numpy":
-            return data.from_numpy(images, np.arange(10) % 2, **kwargs)
-        return data.from_image_folder(tmp_path, **kwargs)
-
-    unbroken, info = build(with_info=True)
-    assert info.num_images == 10
-    assert info.steps_per_epoch == 3  # 10 images, batches of 3: 9 used per epoch
-    epochs = _epoch_batches(unbroken, 3)
-    values = [np.concatenate(epoch)[:, 0, 0, 0] for epoch in epochs]
-    assert len(epochs) == 4
-    for epoch_values in values:  # 9 distinct images, whole batches only
-        assert len(set(epoch_values)) == 9 and set(epoch_values) <= set(range(10))
-    assert len({tuple(epoch_values) for epoch_values in values}) == 4, "reshuffle"
-    np.testing.assert_array_equal(_epoch_batches(unbroken, 3), epochs)  # no state
-
-    resumed = build(initial_epoch=2)
-    np.testing.assert_array_equal(_epoch_batches(resumed, 3), epochs[2:])
-    shorter = build(initial_epoch=1, steps_per_epoch=2)  # the first 2 of each epoch
-    np.testing.assert_array_equal(
-        _epoch_batches(shorter, 2), [epoch[:2] for epoch in epochs[1:]]
-    )
-    other_seed = _epoch_batches(build(seed=8), 3)
-    assert not np.array_equal(other_seed, epochs)
-
-
-def test_split_seed_fixes_the_held_back_images_whatever_the_shuffle_seed():
-    images = np.arange(40, dtype=np.uint8)[:, None, None, None] * np.ones(
-        (1, 2, 2, 3), np.uint8
-    )
-    labels = np.repeat(np.arange(4), 10)
-
-    def held_back(**kwargs):
-        val = data.from_numpy(
-            images, labels, batch_size=8, subset="validation", val_count=8, **kwargs
-        )
-        return _collect(val)[0][:, 0, 0, 0]
-
-    for seed in (1, 2):
-        np.testing.assert_array_equal(
-            held_back(seed=seed, split_seed=0),
-            data.stratified_split(labels, val_count=8)[1],
-        )
-        np.testing.assert_array_equal(
-            held_back(seed=seed),
-            data.stratified_split(labels, val_count=8, seed=seed)[1],
-        )
-
-
-def test_epochs_keyed_by_number_errors():
-    images = np.zeros((10, 2, 2, 3), np.uint8)
-    with pytest.raises(ValueError, match=r"initial_epoch.*\[0, 3\).*initial_epoch=3"):
-        data.from_numpy(images, batch_size=2, epochs=3, initial_epoch=3)
-    with pytest.raises(ValueError, match="needs training=True"):
-        data.from_numpy(images, batch_size=2, epochs=3, training=False)
-    with pytest.raises(ValueError, match="5 full batches of 2"):
-        data.from_numpy(images, batch_size=2, epochs=3, steps_per_epoch=6)
-    with pytest.raises(ValueError, match="goes with `epochs`"):
-        data.from_numpy(images, batch_size=2, steps_per_epoch=2)
-
-
 def test_epochs_refuse_skipping_corrupt_files(folder_with_corrupt_files):
     # A skipped decode failure would shorten its epoch: batches across epochs.
     root, _, _ = folder_with_corrupt_files
@@ -547,98 +392,6 @@ def test_epochs_refuse_skipping_corrupt_files(folder_with_corrupt_files):
             root, image_size=4, batch_size=2, epochs=3, on_corrupt="skip"
         )
     assert "straddle" in str(error.value)
-
-
-# ----------------------------------------------------------------------------------
-# TFDS (mock data: offline, real TFDS code paths).
-
-
-def test_from_tfds_matches_tfds_load(tfds):
-    with tfds.testing.mock_data(num_examples=20):
-        dataset, info = data.from_tfds(
-            "cifar10", "train", batch_size=8, training=False, with_info=True
-        )
-        images, labels = _collect(dataset)
-        reference = list(tfds.load("cifar10", split="train", shuffle_files=False))
-        names = tfds.builder("cifar10").info.features["label"].names
-        training = data.from_tfds("cifar10", "train", batch_size=8, seed=1)
-        train_images, _ = _collect(training)
-        limited = data.from_tfds(
-            "cifar10", "train", batch_size=5, training=False, limit_images=5
-        )
-        _, limited_labels = _collect(limited)
-
-    np.testing.assert_array_equal(images, [example["image"] for example in reference])
-    np.testing.assert_array_equal(labels, [example["label"] for example in reference])
-    assert labels.dtype == np.int32 and images.dtype == np.uint8
-    assert info.class_names == names and len(names) == 10
-    assert (info.num_images, info.steps_per_epoch, info.image_size) == (
-        20,
-        None,
-        (32, 32),
-    )
-    assert train_images.shape == (16, 32, 32, 3)  # 20 examples, drop_remainder
-    reference_labels = [int(example["label"]) for example in reference]
-    first_of_each = sorted(
-        {
-            label: index for index, label in reversed(list(enumerate(reference_labels)))
-        }.values()
-    )
-    np.testing.assert_array_equal(
-        limited_labels, [reference_labels[i] for i in first_of_each[:5]]
-    )
-
-
-def test_from_tfds_grayscale_becomes_rgb_and_resizes(tfds):
-    with tfds.testing.mock_data(num_examples=6):
-        images, _ = _collect(
-            data.from_tfds("mnist", "test", batch_size=6, training=False)
-        )
-        resized, _ = _collect(
-            data.from_tfds(
-                "mnist", "test", image_size=(8, 8), batch_size=3, full_resolution=False
-            )
-        )
-        with pytest.raises(ValueError, match="has no feature 'caption'"):
-            data.from_tfds("mnist", "test", label_key="caption")
-        with pytest.raises(ValueError, match="batch_size`=64 is larger than the 6"):
-            data.from_tfds("mnist", "test", batch_size=64)
-
-    assert images.shape == (6, 28, 28, 3)
-    np.testing.assert_array_equal(images[..., 0], images[..., 2])
-    assert resized.shape == (6, 8, 8, 3)
-
-
-def test_from_tfds_refuses_the_options_of_whole_label_arrays(tfds):
-    with pytest.raises(ValueError, match=r"does not take \['subset', 'val_count'\]"):
-        data.from_tfds("mnist", "test", subset="training", val_count=10)
-
-
-def test_tfds_builder_reaches_its_download_urls():
-    # The download path imports `importlib_resources` (tfds 4.9 does not declare
-    # it): a missing package fails here with ModuleNotFoundError.
-    tfds = pytest.importorskip("tensorflow_datasets")
-    urls = tfds.builder("cifar10").url_infos
-    assert any("cifar-10" in url for url in urls)
-
-
-def test_from_tfds_offline_fails_fast_with_the_local_path_hint(
-    tfds, tmp_path, monkeypatch
-):
-    def no_network(address, *args, **kwargs):
-        raise OSError(f"[Errno 101] Network is unreachable: {address}")
-
-    def no_download(*args, **kwargs):
-        raise AssertionError("TFDS started a download: it retries for minutes")
-
-    monkeypatch.setattr(tfds_loader.socket, "create_connection", no_network)
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)
-    start = time.monotonic()
-    with pytest.raises(ConnectionError, match="Pass a local path instead") as error:
-        data.from_tfds("cifar10", data_dir=str(tmp_path))
-    assert time.monotonic() - start < 60
-    assert "www.cs.toronto.edu" in str(error.value)
-    assert "--data PATH" in str(error.value)
 
 
 # ----------------------------------------------------------------------------------
@@ -706,7 +459,7 @@ def test_shared_cifar10_archive(tmp_path):
         training=False,
         with_info=True,
     )
-    images, labels = _collect(dataset)
+    images, labels = collect_batches(dataset)
     assert info.class_names == CIFAR10_CLASSES
     assert images.shape == (20, 32, 32, 3) and images.dtype == np.uint8
     np.testing.assert_array_equal(labels, np.repeat(np.arange(10), per_class))
