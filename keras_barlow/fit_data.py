@@ -12,10 +12,10 @@ batch:
   Keras takes iterables through a data adapter of its own (`DataAdapter` is
   Keras' documented hook for custom data, although under `keras.src`).
 * On JAX, whose step cannot stop on a value, every batch is checked on the
-  host before its step: the pixel rule and the image sizes of
-  `keras_barlow.input_checks` / `keras_barlow.batches`. A batch that breaks a
-  rule stops training with the rule, as does a `PyDataset` batch that does not
-  split (a `PyDataset` is read by index: Keras cannot skip one of its batches).
+  host before its step: the images' shape and dtype, the pixel rule and the
+  image sizes of `keras_barlow.input_checks` / `keras_barlow.batches`. A batch
+  that breaks a rule stops training with the rule, as does a `PyDataset` batch
+  that does not split (a `PyDataset` is read by index: Keras cannot skip one).
 
 On TensorFlow the step checks the pixels and sizes itself (run-time
 assertions), and only the short batches of a dataset are handled here.
@@ -156,7 +156,17 @@ def _host_checked_tf_dataset(dataset):
         ]
         return tf.nest.pack_sequence_as(batch, values)
 
+    # The format once, from the dataset's spec: an error raised inside
+    # `numpy_function` would reach the user as TensorFlow's InvalidArgumentError.
+    images = batches.first_images(dataset.element_spec)
+    if images.shape.rank is not None:
+        batches.check_image_format(images)
     return dataset.map(checked)
+
+
+def _is_grain_dataset(x):
+    grain = sys.modules.get("grain")
+    return grain is not None and isinstance(x, (grain.MapDataset, grain.IterDataset))
 
 
 def _is_keras_arrays(x):
@@ -258,9 +268,11 @@ class _IterableAdapter(DataAdapter):
             if not self.splits_evenly(batch):
                 continue
             batch = keras.tree.map_structure(np.asarray, self.check(batch))
-            self.has_yielded = True
             # Keras reads a tuple as (x, y); torch's default collate makes lists.
             yield tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+            # Only once the batch was used: Keras' build reads a first batch
+            # from an iterator that it then drops.
+            self.has_yielded = True
         if not self.has_yielded:
             # Keras' JAX trainer fails obscurely on an epoch without a batch.
             raise ValueError(
@@ -278,9 +290,14 @@ class _IterableAdapter(DataAdapter):
     @property
     def num_batches(self):
         # With several devices a batch may be skipped: the count is not known.
-        if self.shards > 1 or not hasattr(self.iterable, "__len__"):
+        # A Grain dataset's length counts the batches a `filter` drops, and
+        # that of `repeat()` is sys.maxsize.
+        if self.shards > 1 or _is_grain_dataset(self.iterable):
             return None
-        return len(self.iterable)
+        try:
+            return len(self.iterable)
+        except TypeError:  # no length, or a torch DataLoader of an IterableDataset
+            return None
 
     @property
     def batch_size(self):

@@ -9,7 +9,9 @@ JAX (`KERAS_BACKEND=jax`): XLA exposes two CPU devices, for
 core, which must work on both backends); the others are skipped.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -17,8 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 BACKEND = os.environ["KERAS_BACKEND"]
 
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") != "1":
-    # Test processes side by side: one thread each for TensorFlow's operations
-    # (about 10% faster on 2 cores than every process spreading over all).
+    # Processes side by side: one TensorFlow thread each (10% faster on 2 cores).
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 if BACKEND == "tensorflow":
@@ -30,13 +31,12 @@ if BACKEND == "tensorflow":
     )
 else:
     os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    # Many tests compile the same small steps: XLA's compilations are shared
-    # through JAX's persistent cache, by the test processes and their
-    # subprocesses (about 30% of the JAX suite's time on 2 CPU cores).
-    os.environ.setdefault(
-        "JAX_COMPILATION_CACHE_DIR",
-        os.path.join(tempfile.gettempdir(), "keras_barlow_tests_jax_cache"),
-    )
+    # XLA's compilations, shared by the test processes and their subprocesses:
+    # JAX's persistent cache, one per run, removed by the process that made it.
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        cache = tempfile.mkdtemp(prefix="keras_barlow_tests_jax_cache_")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import pytest  # noqa: E402
@@ -68,6 +68,17 @@ def _has_tensorflow():
     import importlib.util
 
     return importlib.util.find_spec("tensorflow") is not None
+
+
+@pytest.fixture(autouse=True)
+def _fresh_global_settings():
+    """Undo the process-wide settings a test may leave (the example sets both)."""
+    yield
+    import keras
+
+    keras.mixed_precision.set_dtype_policy("float32")
+    if BACKEND == "jax":
+        keras.distribution.set_distribution(None)
 
 
 @pytest.fixture(scope="session")
@@ -415,10 +426,7 @@ def read_weights(path):
 
 
 def complete_checkpoints(directory):
-    """The sorted names of the complete `epoch-*` checkpoints in `directory`.
-
-    Complete: its `checkpoint.json`, the last file of a checkpoint, exists.
-    """
+    """Sorted names of the `epoch-*` checkpoints that have checkpoint.json."""
     from pathlib import Path
 
     return sorted(

@@ -1,7 +1,7 @@
 """TrainingCheckpoint: saving and restoring, interrupted writes, NaNs, file systems.
 
-Backend-neutral (`core`): these tests run on TensorFlow, on JAX, and on JAX
-without TensorFlow installed (the test of a URL then skips). A run resumed after
+Backend-neutral (`core`): these tests run on TensorFlow and on JAX; one of them
+imports the callback with TensorFlow blocked, in a subprocess. A run resumed after
 a real SIGKILL, and the settings guard of a resumed run: test_resume.py.
 """
 

@@ -70,12 +70,17 @@ def test_dict_batches_of_floats_scaled_to_0_1_are_refused():
         np.testing.assert_array_equal(weight, start)
 
 
-def test_integer_images_other_than_uint8_are_refused_naming_their_dtype():
+@pytest.mark.parametrize("form", ["arrays", "tf.data"])
+def test_integer_images_other_than_uint8_are_refused_naming_their_dtype(form):
     model = tiny_model()
     initial = weights_of(model)
-    images = uint8_images(8, SIZE).astype(np.int64)
+    data = uint8_images(8, SIZE).astype(np.int64)
+    batch_size = 4
+    if form == "tf.data":
+        tf = pytest.importorskip("tensorflow")
+        data, batch_size = tf.data.Dataset.from_tensor_slices(data).batch(4), None
     with pytest.raises(ValueError, match="Received: dtype int64. Cast them to uint8"):
-        model.fit(images, batch_size=4, verbose=0)
+        model.fit(data, batch_size=batch_size, verbose=0)
     for weight, start in zip(weights_of(model), initial, strict=True):
         np.testing.assert_array_equal(weight, start)
 
@@ -248,6 +253,19 @@ def test_a_short_last_generator_batch_on_two_devices_is_skipped(two_devices):
     with pytest.warns(UserWarning, match="A batch of 3"):
         model.fit(generator, verbose=0)
     assert steps_of(model) == 2
+
+
+@pytest.mark.jax_only
+@pytest.mark.parametrize("form", ["generator", "grain"])
+def test_an_iterable_without_a_batch_says_it_is_empty(form):
+    if form == "grain":
+        data = pytest.importorskip("grain").MapDataset.source([])
+    else:
+        data = iter([])
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"^The data is empty \(no batch\)"):
+        model.fit(data, verbose=0)
+    assert steps_of(model) == 0
 
 
 @pytest.mark.jax_only

@@ -1,9 +1,8 @@
 """A resumed run: restarted after a real SIGKILL, and the guard of its settings.
 
-Backend-neutral (`core`): these tests run on TensorFlow, on JAX, and on JAX
-without TensorFlow installed. The run that is killed and resumed is
-_resume_worker.py, in subprocesses; saving and restoring one checkpoint is
-tested in test_checkpoints.py.
+Backend-neutral (`core`): these tests run on TensorFlow and on JAX. The run
+that is killed and resumed is _resume_worker.py, in subprocesses; saving and
+restoring one checkpoint is tested in test_checkpoints.py.
 """
 
 import json

@@ -237,10 +237,13 @@ def class_labels(labels, what):
         what: what the labels are, for the message, e.g. "`train_labels`".
     """
     labels = np.asarray(labels).reshape(-1)
-    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+    integers = np.issubdtype(labels.dtype, np.integer)
+    if not integers or labels.min() < 0:
+        smallest = f", minimum {labels.min()}" if integers else ""
         raise ValueError(
             f"{what} must be class indices: integers from 0. "
-            f"Received: dtype {labels.dtype}, minimum {labels.min()}."
+            f"Received: dtype {labels.dtype}{smallest}. Map class names or other "
+            "values to indices 0 to C-1, and cast whole-number labels to int."
         )
     return labels.astype(np.int64)
 
