@@ -216,6 +216,20 @@ def test_bad_inputs_say_what_to_pass():
 
 
 @pytest.mark.core
+def test_pixels_the_library_normalizes_follow_the_pixel_rule():
+    encoder = tiny_encoder(SIZE)
+    scaled = uint8_images(4).astype(np.float32) / 255.0
+    with pytest.raises(ValueError, match=r"scaled to \[0, 1\]"):
+        evaluation.extract_features(encoder, scaled)
+    canvas = batches.full_resolution_batch(scaled, np.full((4, 2), SIZE, np.int32))
+    with pytest.raises(ValueError, match=r"scaled to \[0, 1\]"):
+        evaluation.extract_features(encoder, canvas, preprocess=None)
+    # Images normalized by the caller are the caller's business.
+    features, _ = evaluation.extract_features(encoder, scaled, preprocess=None)
+    assert features.shape[0] == 4 and np.isfinite(features).all()
+
+
+@pytest.mark.core
 def test_batches_per_pass_of_each_form():
     images, labels = uint8_images(10), np.arange(10)
     assert inputs.batches_per_pass((images, labels), batch_size=4) == 3

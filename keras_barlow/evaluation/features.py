@@ -5,7 +5,7 @@ import sys
 import keras
 import numpy as np
 
-from keras_barlow import backbones, batches, image_ops, preprocessing
+from keras_barlow import backbones, batches, image_ops, input_checks, preprocessing
 from keras_barlow.evaluation import inputs as inputs_lib
 
 
@@ -58,7 +58,9 @@ def feature_function(encoder, preprocess="auto"):
     Returns:
         A function mapping images `(B, H, W, 3)` or a full-resolution dict
         `{"images", "image_sizes"}` to float32 NumPy features `(B, F)`, with the
-        encoder in inference mode.
+        encoder in inference mode. Pixels the library normalizes (`"auto"`, a
+        `Preprocessing`, full-resolution batches) must follow the pixel rule of
+        training (`keras_barlow.input_checks`): a `ValueError` otherwise.
     """
     transform = resolve_preprocess(encoder, preprocess)
 
@@ -66,8 +68,13 @@ def feature_function(encoder, preprocess="auto"):
         return call_encoder(encoder_inputs(inputs, transform, encoder))
 
     compiled = _compile(encoder, embed)
+    library_pixels = isinstance(transform, preprocessing.Preprocessing)
 
     def features_of(inputs):
+        images, image_sizes, _ = batches.unpack(inputs)
+        if library_pixels or image_sizes is not None:
+            # The library normalizes these pixels: the rule of training applies.
+            input_checks.check_pixel_range(images)
         features = compiled(inputs)
         if features.ndim != 2:
             raise ValueError(
