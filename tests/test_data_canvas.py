@@ -6,14 +6,13 @@ the images written (their sizes and pixels) and integer formulas.
 """
 
 import importlib.util
-import io
 import logging
 import os
 import tarfile
 
 import numpy as np
 import pytest
-from PIL import Image
+from _data_helpers import encode_image
 
 from keras_barlow import data
 from keras_barlow.data import canvas, folders
@@ -24,12 +23,6 @@ if importlib.util.find_spec("tensorflow") is not None:
     PIPELINES.append("tf.data")
 
 
-def _png(array):
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def _folder(root, shapes, seed=0):
     """PNGs `root/c/<index>.png` of the given `(height, width)`, and their arrays."""
     rng = np.random.default_rng(seed)
@@ -38,7 +31,7 @@ def _folder(root, shapes, seed=0):
         path = root / "c" / f"{index:03d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays[str(path)] = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-        path.write_bytes(_png(arrays[str(path)]))
+        path.write_bytes(encode_image(arrays[str(path)]))
     return arrays
 
 
@@ -94,7 +87,7 @@ def test_the_data_decide_full_resolution_not_the_first_file(tmp_path, pipeline, 
 @pytest.mark.parametrize("pipeline", PIPELINES)
 def test_a_huge_canvas_is_refused_with_its_size(tmp_path, pipeline):
     # Only the headers are read: 32 copies of one 8000 x 8000 bilevel PNG.
-    contents = _png(np.zeros((8000, 8000), bool))
+    contents = encode_image(np.zeros((8000, 8000), bool))
     (tmp_path / "c").mkdir()
     for index in range(32):
         (tmp_path / "c" / f"{index}.png").write_bytes(contents)

@@ -15,7 +15,7 @@ import tarfile
 import numpy as np
 import pytest
 import tensorflow as tf
-from _data_helpers import collect_batches, png_bytes
+from _data_helpers import collect_batches, encode_image
 from conftest import logged_warnings
 from PIL import Image
 
@@ -84,26 +84,26 @@ def image_folder(tmp_path):
 
     for index in range(3):
         rgb = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        add(f"cat/{index}.png", png_bytes(rgb), rgb)
+        add(f"cat/{index}.png", encode_image(rgb), rgb)
     gray = rng.integers(0, 256, (8, 8, 1), dtype=np.uint8)
-    add("cat/gray.png", png_bytes(gray), np.repeat(gray, 3, axis=-1))
+    add("cat/gray.png", encode_image(gray), np.repeat(gray, 3, axis=-1))
     for index in range(2):
         rgb = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        add(f"dog/{index}.png", png_bytes(rgb), rgb)
+        add(f"dog/{index}.png", encode_image(rgb), rgb)
     rgba = rng.integers(0, 256, (8, 8, 4), dtype=np.uint8)
-    add("dog/alpha.png", png_bytes(rgba), rgba[..., :3])
+    add("dog/alpha.png", encode_image(rgba), rgba[..., :3])
     add("dog/photo.JPG", _jpeg(_smooth(8, 8)), _smooth(8, 8), tolerance=4.0)
     large = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    add("emu/large.png", png_bytes(large), _block_mean(large, 2), tolerance=0.501)
+    add("emu/large.png", encode_image(large), _block_mean(large, 2), tolerance=0.501)
     add("emu/wide.jpeg", _jpeg(_smooth(16, 24)), None)  # size only
     nested = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    add("emu/extra/nested.png", png_bytes(nested), nested)
+    add("emu/extra/nested.png", encode_image(nested), nested)
     # Ignored: non-image files, hidden files and folders.
     (root / "README.txt").write_text("not a class")
     (root / "cat" / "notes.txt").write_text("not an image")
     (root / "cat" / ".DS_Store").write_bytes(b"\x00\x01")
     (root / ".hidden").mkdir()
-    (root / ".hidden" / "x.png").write_bytes(png_bytes(nested))
+    (root / ".hidden" / "x.png").write_bytes(encode_image(nested))
     return root, expected
 
 
@@ -252,7 +252,7 @@ def test_archive_with_path_traversal_is_refused(tmp_path, relative):
     name = "../escaped.png" if relative else str(escaped)
     archive = tmp_path / "evil.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        _add_member(tar, "good/1.png", png_bytes(np.zeros((2, 2, 3), np.uint8)))
+        _add_member(tar, "good/1.png", encode_image(np.zeros((2, 2, 3), np.uint8)))
         _add_member(tar, name, b"x")
 
     with pytest.raises(ValueError, match="would be written outside"):
@@ -265,9 +265,9 @@ def test_archive_links_and_devices_are_not_written(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     archive = tmp_path / "links.tar.gz"
     outside = tmp_path / "secret.png"
-    outside.write_bytes(png_bytes(np.zeros((2, 2, 3), np.uint8)))
+    outside.write_bytes(encode_image(np.zeros((2, 2, 3), np.uint8)))
     with tarfile.open(archive, "w:gz") as tar:
-        _add_member(tar, "good/1.png", png_bytes(np.zeros((2, 2, 3), np.uint8)))
+        _add_member(tar, "good/1.png", encode_image(np.zeros((2, 2, 3), np.uint8)))
         for name, kind, target in (
             ("good/outside.png", tarfile.SYMTYPE, str(outside)),
             ("good/climb.png", tarfile.SYMTYPE, "../../secret.png"),
@@ -320,7 +320,9 @@ def folder_with_corrupt_files(tmp_path):
         (tmp_path / name).mkdir()
         for index in range(3):
             path = tmp_path / name / f"{index}.png"
-            path.write_bytes(png_bytes(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)))
+            path.write_bytes(
+                encode_image(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+            )
             good[str(path)] = name
     jpeg = _jpeg(_smooth(4, 4))
     # Decodable although the end marker is not in the last 4 KiB: must be kept.
@@ -330,7 +332,7 @@ def folder_with_corrupt_files(tmp_path):
         tmp_path / "a" / "text.jpg": b"hello, not an image",
         tmp_path / "a" / "empty.png": b"",
         tmp_path / "b" / "truncated.jpg": jpeg[:-2],
-        tmp_path / "b" / "truncated.png": png_bytes(np.zeros((4, 4, 3), np.uint8))[
+        tmp_path / "b" / "truncated.png": encode_image(np.zeros((4, 4, 3), np.uint8))[
             :-12
         ],
     }

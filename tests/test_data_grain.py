@@ -10,7 +10,6 @@ where TensorFlow is installed.
 """
 
 import importlib.util
-import io
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from _data_helpers import collect_batches, encode_image, write_file
 from conftest import logged_warnings
 from PIL import Image
 
@@ -40,32 +40,11 @@ PIPELINES = [
 ]
 
 
-def _encode(array, format_="PNG", **kwargs):
-    buffer = io.BytesIO()
-    image = array if isinstance(array, Image.Image) else Image.fromarray(array)
-    image.save(buffer, format_, **kwargs)
-    return buffer.getvalue()
-
-
-def _write(path, contents):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(contents)
-
-
 def _smooth(height, width):
     rows = np.linspace(0, 150, height)[:, None, None]
     cols = np.linspace(0, 50, width)[None, :, None]
     image = rows + cols + np.array([0, 20, 40])
     return np.broadcast_to(image, (height, width, 3)).astype(np.uint8)
-
-
-def _collect(dataset):
-    batches = list(dataset)
-    if isinstance(batches[0], tuple):
-        return tuple(np.concatenate(part) for part in zip(*batches, strict=True))
-    if isinstance(batches[0], dict):
-        return {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
-    return np.concatenate(batches)
 
 
 @pytest.fixture
@@ -75,7 +54,7 @@ def png_folder(tmp_path):
     root, expected = tmp_path / "images", {}
 
     def add(relative, array, reference):
-        _write(root / relative, _encode(array))
+        write_file(root / relative, encode_image(array))
         expected[str(root / relative)] = reference
 
     for index in range(3):
@@ -100,7 +79,7 @@ def test_folder_pixels_labels_and_layouts(png_folder):
     dataset, info = data.from_image_folder(
         root, batch_size=3, training=False, with_info=True, **GRAIN
     )
-    images, labels = _collect(dataset)
+    images, labels = collect_batches(dataset)
 
     assert info.pipeline == "grain" and info.class_names == ["cat", "dog", "emu"]
     assert sorted(info.file_paths) == sorted(expected)
@@ -118,17 +97,17 @@ def test_jpeg_decodes_as_pillow_and_exif_orientation_is_not_applied(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     contents = {
-        "a/rgb.jpg": _encode(photo, "JPEG", quality=90),
-        "a/exif.jpg": _encode(photo, "JPEG", quality=90, exif=exif.tobytes()),
-        "a/gray.jpg": _encode(photo[..., 0], "JPEG", quality=90),
-        "a/cmyk.jpg": _encode(Image.fromarray(photo).convert("CMYK"), "JPEG"),
+        "a/rgb.jpg": encode_image(photo, "JPEG", quality=90),
+        "a/exif.jpg": encode_image(photo, "JPEG", quality=90, exif=exif.tobytes()),
+        "a/gray.jpg": encode_image(photo[..., 0], "JPEG", quality=90),
+        "a/cmyk.jpg": encode_image(Image.fromarray(photo).convert("CMYK"), "JPEG"),
     }
     for name, value in contents.items():
-        _write(tmp_path / name, value)
+        write_file(tmp_path / name, value)
     dataset, info = data.from_image_folder(
         tmp_path, batch_size=4, training=False, with_info=True, **GRAIN
     )
-    images, _ = _collect(dataset)
+    images, _ = collect_batches(dataset)
 
     for image, path in zip(images, info.file_paths, strict=True):
         decoded = Image.open(path)
@@ -165,7 +144,7 @@ def _antialiased_bilinear(image, size):
 def test_resizing_is_antialiased_and_rounded(tmp_path):
     rng = np.random.default_rng(1)
     large = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    _write(tmp_path / "a" / "large.png", _encode(large))
+    write_file(tmp_path / "a" / "large.png", encode_image(large))
     for interpolation, reference, tolerance in (
         ("area", large.reshape(8, 2, 8, 2, 3).mean(axis=(1, 3)), 0.501),
         ("bilinear", _antialiased_bilinear(large, (8, 8)), 1.0),
@@ -178,7 +157,7 @@ def test_resizing_is_antialiased_and_rounded(tmp_path):
             interpolation=interpolation,
             **GRAIN,
         )
-        images, _ = _collect(dataset)
+        images, _ = collect_batches(dataset)
         error = np.abs(images[0] - reference)
         assert error.max() <= tolerance, (interpolation, error.max())
 
@@ -195,7 +174,7 @@ def test_resizing_is_antialiased_and_rounded(tmp_path):
         interpolation="area",
         **GRAIN,
     )
-    cropped = _collect(crop)[0][0]  # rows 4..12 of 16, then halved
+    cropped = collect_batches(crop)[0][0]  # rows 4..12 of 16, then halved
     reference = large[4:12].reshape(4, 2, 8, 2, 3).mean(axis=(1, 3))
     assert np.abs(cropped - reference).max() <= 0.501
 
@@ -238,7 +217,7 @@ def test_epochs_keyed_by_number_resume_exactly(source, tmp_path):
     images = _numbered_images(10)
     if source == "folder":
         for index, image in enumerate(images):
-            _write(tmp_path / f"c{index % 2}" / f"{index}.png", _encode(image))
+            write_file(tmp_path / f"c{index % 2}" / f"{index}.png", encode_image(image))
 
     def epochs_of(**kwargs):
         kwargs = {"batch_size": 3, "seed": 7, "epochs": 4, **kwargs, **GRAIN}
@@ -313,7 +292,7 @@ def test_from_numpy_split_resize_limit_and_layouts(pipeline):
         val_count=8,
         **pipeline,
     )
-    val_images, val_labels = _collect(val)
+    val_images, val_labels = collect_batches(val)
     _, val_indices = data.stratified_split(labels, val_count=8, seed=0)
     np.testing.assert_array_equal(np.bincount(val_labels), [2, 2, 2, 2])
     np.testing.assert_array_equal(val_labels, labels[val_indices])
@@ -324,10 +303,12 @@ def test_from_numpy_split_resize_limit_and_layouts(pipeline):
     limited = data.from_numpy(
         images, labels, batch_size=6, training=False, limit_images=6, **pipeline
     )
-    np.testing.assert_array_equal(_collect(limited)[1], [0, 0, 1, 1, 2, 3])
+    np.testing.assert_array_equal(collect_batches(limited)[1], [0, 0, 1, 1, 2, 3])
 
     gray = rng.integers(0, 256, (6, 5, 7), dtype=np.uint8)
-    got = _collect(data.from_numpy(gray, batch_size=4, training=False, **pipeline))
+    got = collect_batches(
+        data.from_numpy(gray, batch_size=4, training=False, **pipeline)
+    )
     np.testing.assert_array_equal(got, np.repeat(gray[..., None], 3, axis=-1))
 
 
@@ -338,20 +319,24 @@ def folder_with_corrupt_files(tmp_path):
     for name in ("a", "b"):
         for index in range(3):
             path = tmp_path / name / f"{index}.png"
-            _write(path, _encode(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)))
+            write_file(
+                path, encode_image(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+            )
             good.append(str(path))
-    jpeg = _encode(_smooth(4, 4), "JPEG", quality=95)
-    _write(tmp_path / "a" / "trailer.jpg", jpeg + b"\x00" * 5000)  # decodable
+    jpeg = encode_image(_smooth(4, 4), "JPEG", quality=95)
+    write_file(tmp_path / "a" / "trailer.jpg", jpeg + b"\x00" * 5000)  # decodable
     good.append(str(tmp_path / "a" / "trailer.jpg"))
     corrupt = {
         tmp_path / "a" / "text.jpg": b"hello, not an image",
         tmp_path / "a" / "empty.png": b"",
         tmp_path / "b" / "truncated.jpg": jpeg[:-2],
-        tmp_path / "b" / "no_end.png": _encode(np.zeros((4, 4, 3), np.uint8))[:-12],
+        tmp_path / "b" / "no_end.png": encode_image(np.zeros((4, 4, 3), np.uint8))[
+            :-12
+        ],
         tmp_path / "b" / "junk.jpg": b"\xff\xd8\xff" + b"junk" * 10,
     }
     for path, contents in corrupt.items():
-        _write(path, contents)
+        write_file(path, contents)
     return tmp_path, sorted(good), sorted(str(path) for path in corrupt)
 
 
@@ -374,15 +359,16 @@ def test_corrupt_files_found_raised_and_skipped(folder_with_corrupt_files, valid
         **GRAIN,
     )
     assert sorted(info.file_paths) == good
-    assert len(_collect(dataset)[0]) == len(good)
+    assert len(collect_batches(dataset)[0]) == len(good)
 
 
 def test_a_file_that_fails_while_reading_is_named_or_skipped(tmp_path, monkeypatch):
     for index in range(4):
-        _write(
-            tmp_path / "a" / f"{index}.png", _encode(np.full((4, 4, 3), index, "u1"))
+        write_file(
+            tmp_path / "a" / f"{index}.png",
+            encode_image(np.full((4, 4, 3), index, "u1")),
         )
-    _write(tmp_path / "a" / "bad.png", b"\x89PNG\r\n\x1a\n" + b"x" * 40 + b"IEND")
+    write_file(tmp_path / "a" / "bad.png", b"\x89PNG\r\n\x1a\n" + b"x" * 40 + b"IEND")
     with pytest.raises(
         ValueError, match=r"Could not decode .*bad\.png.*on_corrupt='skip'"
     ):
@@ -396,7 +382,7 @@ def test_a_file_that_fails_while_reading_is_named_or_skipped(tmp_path, monkeypat
         on_corrupt="skip",
         **GRAIN,
     )
-    images, _ = _collect(dataset)
+    images, _ = collect_batches(dataset)
     assert sorted(images[:, 0, 0, 0].tolist()) == [0, 1, 2, 3]
     assert len(warnings) == 1 and "bad.png, which cannot be decoded" in warnings[0]
     bad = [tmp_path / "a" / "bad.png"]  # it passes the header check, not decoding
@@ -426,7 +412,7 @@ def test_keras_fit_takes_the_grain_dataset_every_epoch():
 
 
 def test_the_grain_path_imports_no_tensorflow(tmp_path):
-    _write(tmp_path / "a" / "0.png", _encode(np.zeros((4, 4, 3), np.uint8)))
+    write_file(tmp_path / "a" / "0.png", encode_image(np.zeros((4, 4, 3), np.uint8)))
     script = textwrap.dedent(
         f"""
         import sys

@@ -8,7 +8,7 @@ from them (lossless) and `data.stratified_split`.
 
 import numpy as np
 import pytest
-from _data_helpers import collect_batches, png_bytes
+from _data_helpers import collect_batches, encode_image
 
 from keras_barlow import data
 
@@ -22,7 +22,7 @@ def test_folder_subsets_are_disjoint_stratified_and_limited(tmp_path):
         (tmp_path / name).mkdir()
         for index in range(count):
             (tmp_path / name / f"{index:02d}.png").write_bytes(
-                png_bytes(np.full((4, 4, 3), index, np.uint8))
+                encode_image(np.full((4, 4, 3), index, np.uint8))
             )
     kwargs = dict(val_fraction=0.25, seed=5, batch_size=2, with_info=True)
     _, train_info = data.from_image_folder(tmp_path, subset="training", **kwargs)
@@ -132,7 +132,7 @@ def test_epochs_keyed_by_number_resume_in_the_uninterrupted_order(source, tmp_pa
         for index, image in enumerate(images):
             (tmp_path / f"class{index % 2}").mkdir(exist_ok=True)
             (tmp_path / f"class{index % 2}" / f"{index}.png").write_bytes(
-                png_bytes(image)
+                encode_image(image)
             )
 
     def build(**kwargs):

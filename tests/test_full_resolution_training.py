@@ -14,6 +14,7 @@ TensorFlow only inside the TensorFlow-only tests.
 import keras
 import numpy as np
 import pytest
+from _data_helpers import encode_image, write_file
 from conftest import tiny_encoder, to_numpy
 
 from keras_barlow import augment, image_ops
@@ -25,13 +26,6 @@ SEED = np.array([11, 5], np.int32)
 # Loaders (TensorFlow only): dict batches of canvases with the true sizes.
 
 
-def _write_png(path, array):
-    import tensorflow as tf
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(tf.io.encode_png(array).numpy())
-
-
 @pytest.fixture
 def large_folder(tmp_path):
     """PNGs of several sizes, the first (by sorted path) larger than 32 px."""
@@ -41,7 +35,7 @@ def large_folder(tmp_path):
     arrays = {}
     for name, (height, width) in shapes.items():
         arrays[name] = rng.integers(0, 256, (height, width, 3), np.uint8)
-        _write_png(tmp_path / "images" / name, arrays[name])
+        write_file(tmp_path / "images" / name, encode_image(arrays[name]))
     return tmp_path / "images", arrays
 
 
@@ -100,7 +94,10 @@ def test_small_images_and_evaluation_data_keep_todays_path(large_folder, tmp_pat
     small = tmp_path / "small"
     rng = np.random.default_rng(3)
     for index in range(4):
-        _write_png(small / "c" / f"{index}.png", rng.integers(0, 256, (8, 8, 3), "u1"))
+        write_file(
+            small / "c" / f"{index}.png",
+            encode_image(rng.integers(0, 256, (8, 8, 3), "u1")),
+        )
     for image_size in (8, 16):
         auto = data.from_image_folder(small, image_size=image_size, batch_size=2)
         forced = data.from_image_folder(
@@ -198,7 +195,7 @@ def test_small_crops_of_a_fine_checkerboard_keep_their_contrast(tmp_path):
     board = (((rows + cols) % 2) * 255).astype(np.uint8)
     board = np.repeat(board[..., None], 3, axis=-1)
     for index in range(4):
-        _write_png(tmp_path / "boards" / f"{index}.png", board)
+        write_file(tmp_path / "boards" / f"{index}.png", encode_image(board))
     model = _tiny_model(
         112,
         crop_scale=(0.08, 0.25),  # every view's crop has scale <= 0.25
